@@ -1,0 +1,34 @@
+/**
+ * @module crypto
+ * SHA-256, RFC 8785 canonical JSON, Ed25519 keys/sign/verify, AES-256-GCM envelope encryption and key
+ * wrapping, HMAC for blind indexes. May import: kernel.
+ */
+export { hmacSha256, sha256 } from './hash.js';
+export { canonicalBytes, canonicalJson } from './canonical-json.js';
+export {
+  ed25519KeyId,
+  exportPem,
+  exportPrivateJwk,
+  exportPublicJwk,
+  generateEd25519KeyPair,
+  importEd25519PrivateKey,
+  importEd25519PublicKey,
+  rawPublicKey,
+  signEd25519,
+  verifyEd25519,
+  type Ed25519KeyPair,
+  type Ed25519PrivateJwk,
+  type Ed25519PublicJwk,
+} from './ed25519.js';
+export {
+  aesKeyBytes,
+  generateAesKey,
+  open,
+  openEnvelope,
+  rewrapKey,
+  seal,
+  sealEnvelope,
+  unwrapKey,
+  wrapKey,
+  type Envelope,
+} from './envelope.js';
