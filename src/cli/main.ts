@@ -1,0 +1,122 @@
+/**
+ * @module cli
+ * The `healthledger` command: parses arguments (commander) and calls node.ts; prints results for people
+ * and a one-line error with a non-zero exit for anything that goes wrong. May import: node.ts, api client,
+ * bench.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import cliProgress from 'cli-progress';
+import { initNode, verifyDataDir } from '../node.js';
+import { isHlError } from '../kernel/index.js';
+import { runBench } from '../bench/index.js';
+
+/** Exit codes. */
+export const ExitCode = { ok: 0, failed: 1, usage: 2 } as const;
+
+function progressBar(label: string): { update(done: number, total: number): void; stop(): void } {
+  if (!process.stderr.isTTY) return { update() {}, stop() {} };
+  const bar = new cliProgress.SingleBar(
+    { format: `${label} [{bar}] {percentage}% | {value}/{total} blocks | {eta_formatted} left`, stream: process.stderr, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    update(done, total) {
+      if (!started) {
+        bar.start(total, 0);
+        started = true;
+      }
+      bar.update(done);
+    },
+    stop() {
+      if (started) bar.stop();
+    },
+  };
+}
+
+function buildProgram(out: (s: string) => void): Command {
+  const program = new Command('healthledger')
+    .description('Healthledger: a permissioned health-record exchange network with a verifiable ledger')
+    .exitOverride()
+    .configureOutput({ writeOut: out, writeErr: (s) => process.stderr.write(s) })
+    .showHelpAfterError('(run healthledger --help for usage)');
+
+  program
+    .command('init')
+    .description("create an organization's keys, config and genesis ledger in a data directory")
+    .requiredOption('--org <name>', 'organization name, e.g. "St. Mary Hospital"')
+    .requiredOption('--data <dir>', 'data directory to create')
+    .action(async (opts: { org: string; data: string }) => {
+      const r = await initNode({ org: opts.org, dataDir: opts.data });
+      out(
+        [
+          `initialized organization ${r.config.orgId} in ${r.dataDir}`,
+          `  network origin: ${r.config.origin}`,
+          `  key id:         ${r.keyId}`,
+          `  verifier key:   ${r.verifierKey}`,
+          `  checkpoint:`,
+          ...r.checkpoint.trimEnd().split('\n').map((l) => `    ${l}`),
+          '',
+        ].join('\n'),
+      );
+    });
+
+  program
+    .command('verify')
+    .description('recompute and check every leaf, root, block hash, signature and checkpoint (exit 0 only if all hold)')
+    .requiredOption('--data <dir>', "the node's data directory")
+    .option('--checkpoint <file...>', 'signed checkpoints obtained elsewhere that the ledger must match')
+    .action((opts: { data: string; checkpoint?: string[] }) => {
+      const trusted = (opts.checkpoint ?? []).map((f) => readFileSync(f, 'utf8'));
+      const bar = progressBar('verifying');
+      const started = performance.now();
+      let report;
+      try {
+        report = verifyDataDir(opts.data, { trustedCheckpoints: trusted, onProgress: (d, t) => bar.update(d, t) });
+      } finally {
+        bar.stop();
+      }
+      const seconds = (performance.now() - started) / 1000;
+      if (!report.ok) {
+        const p = report.problem!;
+        const where = p.height !== undefined ? `block ${p.height}${p.position !== undefined ? ` tx ${p.position}` : ''}` : `tree size ${p.treeSize ?? '?'}`;
+        process.stderr.write(`verification FAILED at ${where}: ${p.message}\n`);
+        process.exitCode = ExitCode.failed;
+        return;
+      }
+      out(
+        `verified: ${report.blocks} blocks, ${report.txs} txs, ${report.entries} entries, ${report.checkpoints} checkpoints ` +
+          `in ${seconds.toFixed(2)} s; tree size ${report.treeSize}, root ${report.root}\n`,
+      );
+    });
+
+  program
+    .command('bench')
+    .description('measure the performance budgets of DESIGN.md §10 and print them as a table')
+    .option('--quick', 'smaller sizes, for a fast look')
+    .action(async (opts: { quick?: boolean }) => {
+      await runBench({ quick: opts.quick ?? false, out });
+    });
+
+  return program;
+}
+
+/** Runs the CLI on `argv` (as process.argv); returns the exit code. */
+export async function run(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+  const program = buildProgram(out);
+  try {
+    await program.parseAsync(argv);
+    return Number(process.exitCode ?? ExitCode.ok);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+    }
+    if (isHlError(err)) {
+      process.stderr.write(`healthledger: ${err.message}\n`);
+      return err.code === 'invalid' || err.code === 'not-found' || err.code === 'conflict' ? ExitCode.usage : ExitCode.failed;
+    }
+    process.stderr.write(`healthledger: unexpected error: ${err instanceof Error ? err.message : String(err)}\n`);
+    return ExitCode.failed;
+  }
+}

@@ -1,0 +1,272 @@
+/**
+ * Deterministic validation rules ("contracts") of each tx type, and how a valid tx changes the state.
+ * Every node runs these identically on the ordered stream; an invalid tx stays in its block, flagged, and
+ * gets no leaf (DESIGN.md §3).
+ */
+import type { KeyObject } from 'node:crypto';
+import { fromBase64Url, isOrgId, toBase64Url, type Issue } from '../kernel/index.js';
+import { canonicalBytes, ed25519KeyId, importEd25519PublicKey, signEd25519, verifyEd25519 } from '../crypto/index.js';
+import { LedgerState, txMaxAgeMs, txMaxSkewMs, type Member } from './state.js';
+import { TxType, signatureOf, type ParsedTx } from './tx.js';
+
+/** Where a tx sits when it is validated. */
+export interface TxContext {
+  height: number;
+  position: number;
+  /** Block time, ms since epoch (from the orderer, so replays decide identically). */
+  blockTimeMs: number;
+}
+
+/** An organization as listed in genesis and membership txs. */
+export interface OrgDescriptor {
+  id: string;
+  name: string;
+  /** base64url raw Ed25519 public key (the JWK `x`). */
+  publicKey: string;
+}
+
+/** A member's signature approving a governance proposal. */
+export interface Approval {
+  orgId: string;
+  keyId: string;
+  sig: string;
+}
+
+const fhirId = /^[A-Za-z0-9\-.]{1,64}$/;
+const hex64 = /^[0-9a-f]{64}$/;
+
+function issue(expression: string, message: string, code: Issue['code'] = 'invalid'): Issue {
+  return { code, expression, message };
+}
+
+function checkOrgDescriptor(value: unknown, at: string, issues: Issue[]): value is OrgDescriptor {
+  const before = issues.length;
+  if (typeof value !== 'object' || value === null) {
+    issues.push(issue(at, 'must be an organization object'));
+    return false;
+  }
+  const o = value as Record<string, unknown>;
+  if (typeof o.id !== 'string' || !isOrgId(o.id)) issues.push(issue(`${at}.id`, 'must be an organization id'));
+  if (typeof o.name !== 'string' || o.name.length === 0 || o.name.length > 200) issues.push(issue(`${at}.name`, 'must be a name'));
+  if (typeof o.publicKey !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(o.publicKey)) {
+    issues.push(issue(`${at}.publicKey`, 'must be a base64url Ed25519 public key'));
+  } else {
+    try {
+      importEd25519PublicKey(fromBase64Url(o.publicKey));
+    } catch {
+      issues.push(issue(`${at}.publicKey`, 'is not a valid Ed25519 public key'));
+    }
+  }
+  return issues.length === before;
+}
+
+/** Builds a Member from a checked descriptor. */
+export function memberFromDescriptor(org: OrgDescriptor): Member {
+  const publicKey = fromBase64Url(org.publicKey);
+  const key = importEd25519PublicKey(publicKey);
+  return { id: org.id, name: org.name, publicKey, keyId: ed25519KeyId(key), key };
+}
+
+/** The bytes a governance approval signs: JCS of origin, type and the proposal without approvals. */
+export function approvalMessage(origin: string, type: string, proposal: Record<string, unknown>): Uint8Array {
+  const { approvals: _a, ...rest } = proposal;
+  return canonicalBytes({ origin, type, proposal: rest });
+}
+
+/** A member's approval of a governance proposal. */
+export function signApproval(
+  origin: string,
+  type: string,
+  proposal: Record<string, unknown>,
+  member: { id: string; keyId: string; privateKey: KeyObject },
+): Approval {
+  return {
+    orgId: member.id,
+    keyId: member.keyId,
+    sig: toBase64Url(signEd25519(member.privateKey, approvalMessage(origin, type, proposal))),
+  };
+}
+
+function checkApprovals(tx: ParsedTx, state: LedgerState, issues: Issue[]): void {
+  const body = tx.envelope.body;
+  if (!Array.isArray(body.approvals)) {
+    issues.push(issue('body.approvals', 'governance needs approvals from a majority of members'));
+    return;
+  }
+  const message = approvalMessage(state.origin ?? '', tx.envelope.type, body);
+  const approved = new Set<string>();
+  body.approvals.forEach((a: unknown, i: number) => {
+    const ap = a as Partial<Approval>;
+    const m = typeof ap?.orgId === 'string' ? state.members.get(ap.orgId) : undefined;
+    if (!m || ap.keyId !== m.keyId || typeof ap.sig !== 'string') {
+      issues.push(issue(`body.approvals[${i}]`, 'approval is not from a current member key', 'forbidden'));
+      return;
+    }
+    let sig: Uint8Array;
+    try {
+      sig = fromBase64Url(ap.sig);
+    } catch {
+      sig = new Uint8Array(0);
+    }
+    if (!verifyEd25519(m.key, message, sig)) {
+      issues.push(issue(`body.approvals[${i}].sig`, `approval signature of ${m.id} does not verify`, 'forbidden'));
+      return;
+    }
+    approved.add(m.id);
+  });
+  if (approved.size < state.quorum()) {
+    issues.push(
+      issue('body.approvals', `${approved.size} of ${state.members.size} members approved; ${state.quorum()} needed`, 'forbidden'),
+    );
+  }
+}
+
+function signerMember(tx: ParsedTx, state: LedgerState, issues: Issue[]): Member | undefined {
+  const { signer } = tx.envelope;
+  if (signer.kind !== 'org') {
+    issues.push(issue('signer.kind', `${tx.envelope.type} must be signed by an organization`, 'forbidden'));
+    return undefined;
+  }
+  const m = state.members.get(signer.id);
+  if (!m || m.keyId !== signer.keyId) {
+    issues.push(issue('signer', 'signer is not a current member key', 'forbidden'));
+    return undefined;
+  }
+  return m;
+}
+
+function checkSignature(tx: ParsedTx, key: KeyObject, issues: Issue[]): void {
+  if (!verifyEd25519(key, tx.signedBytes, signatureOf(tx.envelope))) {
+    issues.push(issue('sig', 'signature does not verify with the signer key', 'forbidden'));
+  }
+}
+
+type Rule = (tx: ParsedTx, state: LedgerState, ctx: TxContext, issues: Issue[]) => void;
+
+const rules: Record<string, Rule> = {
+  [TxType.networkGenesis](tx, state, ctx, issues) {
+    const body = tx.envelope.body;
+    if (state.origin !== null || ctx.height !== 0 || ctx.position !== 0) {
+      issues.push(issue('type', 'genesis is only valid as the first tx of block 0', 'conflict'));
+      return;
+    }
+    if (typeof body.origin !== 'string' || !/^[\x21-\x7e]{1,200}$/.test(body.origin)) {
+      issues.push(issue('body.origin', 'origin must be printable ASCII without spaces'));
+    }
+    if (!Array.isArray(body.orgs) || body.orgs.length === 0) {
+      issues.push(issue('body.orgs', 'genesis must list at least one organization'));
+      return;
+    }
+    const orgs = body.orgs as unknown[];
+    const ok = orgs.every((o, i) => checkOrgDescriptor(o, `body.orgs[${i}]`, issues));
+    if (!ok) return;
+    const ids = new Set((orgs as OrgDescriptor[]).map((o) => o.id));
+    if (ids.size !== orgs.length) issues.push(issue('body.orgs', 'organization ids must be unique'));
+    const founder = (orgs as OrgDescriptor[]).find((o) => o.id === tx.envelope.signer.id);
+    if (!founder || tx.envelope.signer.kind !== 'org') {
+      issues.push(issue('signer', 'genesis must be signed by a founding organization', 'forbidden'));
+      return;
+    }
+    const m = memberFromDescriptor(founder);
+    if (m.keyId !== tx.envelope.signer.keyId) issues.push(issue('signer.keyId', 'signer key id is not the founder key', 'forbidden'));
+    else checkSignature(tx, m.key, issues);
+  },
+
+  [TxType.orgJoin](tx, state, _ctx, issues) {
+    const body = tx.envelope.body;
+    if (!checkOrgDescriptor(body.org, 'body.org', issues)) return;
+    const org = body.org as OrgDescriptor;
+    if (state.members.has(org.id)) issues.push(issue('body.org.id', 'organization is already a member', 'conflict'));
+    const joining = memberFromDescriptor(org);
+    const { signer } = tx.envelope;
+    if (signer.kind !== 'org' || signer.id !== org.id || signer.keyId !== joining.keyId) {
+      issues.push(issue('signer', 'org.join must be signed by the joining organization', 'forbidden'));
+    } else checkSignature(tx, joining.key, issues);
+    checkApprovals(tx, state, issues);
+  },
+
+  [TxType.orgUpdate](tx, state, _ctx, issues) {
+    const body = tx.envelope.body;
+    const signer = signerMember(tx, state, issues);
+    if (signer) checkSignature(tx, signer.key, issues);
+    if (!checkOrgDescriptor(body.org, 'body.org', issues)) return;
+    if (!state.members.has((body.org as OrgDescriptor).id)) issues.push(issue('body.org.id', 'organization is not a member', 'not-found'));
+    checkApprovals(tx, state, issues);
+  },
+
+  [TxType.orgLeave](tx, state, _ctx, issues) {
+    const body = tx.envelope.body;
+    const signer = signerMember(tx, state, issues);
+    if (signer) checkSignature(tx, signer.key, issues);
+    if (typeof body.orgId !== 'string' || !state.members.has(body.orgId)) {
+      issues.push(issue('body.orgId', 'organization is not a member', 'not-found'));
+      return;
+    }
+    if (state.members.size === 1) issues.push(issue('body.orgId', 'the last member cannot leave', 'conflict'));
+    checkApprovals(tx, state, issues);
+  },
+
+  [TxType.recordCommit](tx, state, _ctx, issues) {
+    const body = tx.envelope.body;
+    const signer = signerMember(tx, state, issues);
+    if (signer) checkSignature(tx, signer.key, issues);
+    for (const k of ['patient', 'resourceType', 'id', 'versionId'] as const) {
+      if (typeof body[k] !== 'string' || !fhirId.test(body[k] as string)) issues.push(issue(`body.${k}`, 'must be an id'));
+    }
+    if (typeof body.commitment !== 'string' || !hex64.test(body.commitment)) {
+      issues.push(issue('body.commitment', 'must be a hex SHA-256 commitment'));
+    }
+    if (body.labels !== undefined && (!Array.isArray(body.labels) || !body.labels.every((l) => typeof l === 'string' && fhirId.test(l)))) {
+      issues.push(issue('body.labels', 'must be a list of security label codes'));
+    }
+    const allowed = new Set(['patient', 'resourceType', 'id', 'versionId', 'commitment', 'labels']);
+    for (const k of Object.keys(body)) if (!allowed.has(k)) issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+  },
+};
+
+/** True when the ledger has validation rules for `type`. */
+export function isKnownTxType(type: string): boolean {
+  return Object.hasOwn(rules, type);
+}
+
+/**
+ * Validates a tx against the state at its position; returns every issue (empty = valid). Pure apart from
+ * signature verification: same inputs, same verdict, on every node.
+ */
+export function validateTx(tx: ParsedTx, state: LedgerState, ctx: TxContext): Issue[] {
+  const issues: Issue[] = [];
+  const rule = rules[tx.envelope.type];
+  if (!rule) return [issue('type', `unknown tx type "${tx.envelope.type}"`, 'not-found')];
+  if (tx.envelope.type !== TxType.networkGenesis && state.origin === null) {
+    return [issue('type', 'the ledger has no genesis yet', 'conflict')];
+  }
+  const t = Date.parse(tx.envelope.time);
+  if (t > ctx.blockTimeMs + txMaxSkewMs) issues.push(issue('time', 'tx time is in the future of its block'));
+  if (t < ctx.blockTimeMs - txMaxAgeMs) issues.push(issue('time', 'tx is too old to be included'));
+  if (state.hasSeen(tx.id)) issues.push(issue('$', 'duplicate tx (replay)', 'conflict'));
+  rule(tx, state, ctx, issues);
+  return issues;
+}
+
+/** Applies a valid tx to the state. MUST only be called after `validateTx` returned no issue. */
+export function applyTx(tx: ParsedTx, state: LedgerState): void {
+  const body = tx.envelope.body;
+  state.markSeen(tx.id, Date.parse(tx.envelope.time));
+  switch (tx.envelope.type) {
+    case TxType.networkGenesis:
+      state.origin = body.origin as string;
+      for (const org of body.orgs as OrgDescriptor[]) state.members.set(org.id, memberFromDescriptor(org));
+      break;
+    case TxType.orgJoin:
+    case TxType.orgUpdate: {
+      const org = body.org as OrgDescriptor;
+      state.members.set(org.id, memberFromDescriptor(org));
+      break;
+    }
+    case TxType.orgLeave:
+      state.members.delete(body.orgId as string);
+      break;
+    default:
+      break;
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * @module ledger
+ * Tx types and their validation rules ("contracts"), the RFC 9162 Merkle tree and proofs (pure), hash-
+ * chained blocks, C2SP checkpoints and cosignatures, ledger state, ledger storage, and full audit.
+ * May import: kernel, crypto. The browser-safe verifier is the separate entry `./verify.ts`
+ * (package subpath `healthledger/verify`).
+ */
+export { auditLedger, nodeEd25519Verify, type AuditOptions, type AuditProblem, type AuditReport } from './audit.js';
+export { blockHash, genesisPrevHash, txsHash, type BlockHeader, type OrderedBatch, type StoredTx } from './block.js';
+export {
+  approvalMessage,
+  isKnownTxType,
+  memberFromDescriptor,
+  signApproval,
+  validateTx,
+  type Approval,
+  type OrgDescriptor,
+  type TxContext,
+} from './contracts.js';
+export { Ledger, nodeHasher, type LedgerSigner, type TxReceipt } from './ledger.js';
+export * as merkle from './merkle/index.js';
+export {
+  SignatureType,
+  cosignatureMessage,
+  formatCheckpoint,
+  formatSignedNote,
+  formatVerifierKey,
+  noteKeyId,
+  parseCheckpoint,
+  parseSignedNote,
+  parseVerifierKey,
+  signCosignature,
+  signNoteSignature,
+  verifyNote,
+  type Checkpoint,
+  type NoteSignature,
+  type NoteVerifierKey,
+  type SignedNote,
+} from './note.js';
+export { LedgerState, type Member } from './state.js';
+export type { BlockRecord, LedgerHead, LedgerStore } from './storage/ledger-store.js';
+export { SqliteLedgerStore, openSqliteLedgerStore } from './storage/sqlite/sqlite-ledger-store.js';
+export { entryBundle, formatTileIndex, parseTilePath, readTile, type TilePath } from './tiles.js';
+export { TxType, maxTxBytes, parseTx, signTx, type ParsedTx, type TxEnvelope, type TxSigner } from './tx.js';

@@ -1,0 +1,281 @@
+/**
+ * The ledger of one node: applies ordered batches as blocks (validate → leaves → Merkle nodes → one atomic
+ * append), serves proofs and entries, and signs checkpoints. It never signs a checkpoint whose root it has
+ * not recomputed from storage, nor one inconsistent with its previous checkpoint (DESIGN.md §3).
+ */
+import { HlError, toHex, type Clock } from '../kernel/index.js';
+import { rawPublicKey, sha256, signEd25519, type Ed25519KeyPair } from '../crypto/index.js';
+import { blockHash, genesisPrevHash, txsHash, type BlockHeader, type OrderedBatch, type StoredTx } from './block.js';
+import { applyTx, validateTx } from './contracts.js';
+import {
+  MerkleFrontier,
+  consistencyProof,
+  createRfc9162Hasher,
+  inclusionProof,
+  rootHash,
+  verifyConsistencyWith,
+  type MerkleHasher,
+} from './merkle/index.js';
+import {
+  SignatureType,
+  formatCheckpoint,
+  formatSignedNote,
+  formatVerifierKey,
+  parseCheckpoint,
+  parseSignedNote,
+  signNoteSignature,
+} from './note.js';
+import { LedgerState } from './state.js';
+import type { LedgerStore } from './storage/ledger-store.js';
+import { parseTx, type ParsedTx } from './tx.js';
+
+/** The node-side RFC 9162 hasher (node:crypto SHA-256). */
+export const nodeHasher: MerkleHasher = createRfc9162Hasher(sha256);
+
+/** What became of one tx in an applied block. */
+export interface TxReceipt {
+  txId: string;
+  height: number;
+  position: number;
+  valid: boolean;
+  leafIndex: number | null;
+  error: string | null;
+}
+
+/** The signing identity of this node. */
+export interface LedgerSigner {
+  orgId: string;
+  keyPair: Ed25519KeyPair;
+}
+
+function describeIssues(issues: { expression?: string; message: string }[]): string {
+  return issues.map((i) => (i.expression ? `${i.expression}: ${i.message}` : i.message)).join('; ');
+}
+
+/** Parses, validates and applies one tx at its position; returns its stored form. Mutates state and frontier. */
+export function applyTxAt(
+  bytes: Uint8Array,
+  ctx: { height: number; position: number; blockTimeMs: number },
+  state: LedgerState,
+  frontier: MerkleFrontier,
+  hasher: MerkleHasher,
+  onNodes?: (nodes: ReturnType<MerkleFrontier['append']>) => void,
+): StoredTx {
+  let tx: ParsedTx;
+  try {
+    tx = parseTx(bytes);
+  } catch (err) {
+    return {
+      height: ctx.height,
+      position: ctx.position,
+      txId: toHex(sha256(bytes)),
+      valid: false,
+      leafIndex: null,
+      error: err instanceof Error ? err.message.slice(0, 500) : 'malformed tx',
+      bytes,
+    };
+  }
+  const issues = validateTx(tx, state, ctx);
+  if (issues.length > 0) {
+    return { ...ctx, txId: tx.id, valid: false, leafIndex: null, error: describeIssues(issues).slice(0, 1000), bytes: tx.bytes };
+  }
+  applyTx(tx, state);
+  const leafIndex = frontier.size;
+  const nodes = frontier.append(hasher.hashLeaf(tx.bytes));
+  onNodes?.(nodes);
+  return { height: ctx.height, position: ctx.position, txId: tx.id, valid: true, leafIndex, error: null, bytes: tx.bytes };
+}
+
+/** One node's view of the ledger. Create with `Ledger.open`. */
+export class Ledger {
+  readonly store: LedgerStore;
+  readonly state: LedgerState;
+  private readonly signer: LedgerSigner;
+  private readonly clock: Clock;
+  private frontier: MerkleFrontier;
+  private headHash: string;
+  private headHeight: number;
+  private broken: Error | null = null;
+
+  private constructor(store: LedgerStore, signer: LedgerSigner, clock: Clock) {
+    this.store = store;
+    this.signer = signer;
+    this.clock = clock;
+    this.state = new LedgerState();
+    const head = store.head();
+    this.headHeight = head?.height ?? -1;
+    this.headHash = head?.hash ?? genesisPrevHash;
+    this.frontier = new MerkleFrontier(nodeHasher, head?.treeSize ?? 0, (l, i) => store.node(l, i));
+    if (head && toHex(this.frontier.root()) !== head.root) {
+      throw new HlError('integrity', `stored Merkle nodes do not give the root of block ${head.height}`);
+    }
+  }
+
+  /** Opens the ledger on its store, rebuilding state from the stored valid txs. */
+  static open(options: { store: LedgerStore; signer: LedgerSigner; clock: Clock }): Ledger {
+    const ledger = new Ledger(options.store, options.signer, options.clock);
+    let lastBlockTimeMs = 0;
+    for (const t of options.store.allTxs()) {
+      if (!t.valid) continue;
+      applyTx(parseTx(t.bytes), ledger.state);
+    }
+    const head = options.store.head();
+    if (head) lastBlockTimeMs = Date.parse(options.store.block(head.height)!.header.time);
+    ledger.state.pruneSeen(lastBlockTimeMs);
+    return ledger;
+  }
+
+  /** Height of the last applied block (-1 when empty). */
+  get height(): number {
+    return this.headHeight;
+  }
+
+  get treeSize(): number {
+    return this.frontier.size;
+  }
+
+  /** The current root (hex). */
+  get root(): string {
+    return toHex(this.frontier.root());
+  }
+
+  get origin(): string {
+    if (this.state.origin === null) throw new HlError('conflict', 'the ledger has no genesis yet');
+    return this.state.origin;
+  }
+
+  /**
+   * Applies an ordered batch as the next block: each tx is validated against the state at its position;
+   * valid ones get leaves. The block, its txs and Merkle nodes are appended in one durable step.
+   */
+  applyBatch(batch: OrderedBatch): TxReceipt[] {
+    if (this.broken) throw new HlError('exception', 'ledger must be reopened after a failed append', { cause: this.broken });
+    if (batch.height !== this.headHeight + 1) {
+      throw new HlError('conflict', `batch ${batch.height} does not follow block ${this.headHeight}`);
+    }
+    const blockTimeMs = Date.parse(batch.time);
+    if (Number.isNaN(blockTimeMs)) throw new HlError('invalid', `batch ${batch.height} has no valid time`);
+    const firstIndex = this.frontier.size;
+    const nodes: ReturnType<MerkleFrontier['append']> = [];
+    const txs = batch.txs.map((bytes, position) =>
+      applyTxAt(bytes, { height: batch.height, position, blockTimeMs }, this.state, this.frontier, nodeHasher, (n) =>
+        nodes.push(...n),
+      ),
+    );
+    const header: BlockHeader = {
+      height: batch.height,
+      prevHash: this.headHash,
+      firstIndex,
+      txCount: txs.length,
+      treeSize: this.frontier.size,
+      root: toHex(this.frontier.root()),
+      time: batch.time,
+      proposer: batch.proposer,
+      txsHash: txsHash(txs),
+    };
+    const hash = blockHash(header);
+    try {
+      this.store.appendBlock({ header, hash, txs, nodes });
+    } catch (err) {
+      // State and frontier already moved on; they no longer match storage.
+      this.broken = err instanceof Error ? err : new Error(String(err));
+      throw err;
+    }
+    this.headHeight = batch.height;
+    this.headHash = hash;
+    this.state.pruneSeen(blockTimeMs);
+    return txs.map((t) => ({
+      txId: t.txId,
+      height: t.height,
+      position: t.position,
+      valid: t.valid,
+      leafIndex: t.leafIndex,
+      error: t.error,
+    }));
+  }
+
+  /** This node's C2SP verifier key (`name+keyid+base64(0x01 || key)`). */
+  verifierKey(): string {
+    return formatVerifierKey(sha256, this.signer.orgId, SignatureType.ed25519, rawPublicKey(this.signer.keyPair.publicKey));
+  }
+
+  /**
+   * Signs a checkpoint of the current tree, after recomputing its root from stored nodes and checking it is
+   * consistent with the latest stored checkpoint. Returns the latest checkpoint unchanged if the tree has
+   * not grown. Throws `integrity` or `fork` rather than sign something inconsistent.
+   */
+  signCheckpoint(): string {
+    const size = this.frontier.size;
+    const root = rootHash(nodeHasher, this.store, size);
+    if (toHex(root) !== toHex(this.frontier.root())) {
+      throw new HlError('integrity', `root recomputed from storage differs from the in-memory root at size ${size}`);
+    }
+    const prev = this.store.latestCheckpoint();
+    if (prev) {
+      const prevCp = parseCheckpoint(parseSignedNote(prev.note).text);
+      const prevSize = Number(prevCp.treeSize);
+      if (prevSize > size) throw new HlError('fork', `latest checkpoint (size ${prevSize}) is ahead of the tree (size ${size})`);
+      if (prevSize === size) {
+        if (toHex(prevCp.rootHash) !== toHex(root)) throw new HlError('fork', `two different roots for tree size ${size}`);
+        return prev.note;
+      }
+      if (prevSize > 0) {
+        try {
+          const proof = consistencyProof(nodeHasher, this.store, prevSize, size);
+          verifyConsistencyWith(nodeHasher, BigInt(prevSize), BigInt(size), prevCp.rootHash, root, proof);
+        } catch (cause) {
+          throw new HlError('fork', `tree at size ${size} is not consistent with checkpoint ${prevSize}`, { cause });
+        }
+      }
+    }
+    const text = formatCheckpoint({ origin: this.origin, treeSize: BigInt(size), rootHash: root, extensions: [] });
+    const signature = signNoteSignature(
+      sha256,
+      this.signer.orgId,
+      rawPublicKey(this.signer.keyPair.publicKey),
+      (m) => signEd25519(this.signer.keyPair.privateKey, m),
+      text,
+    );
+    const note = formatSignedNote({ text, signatures: [signature] });
+    this.store.putCheckpoint(size, note);
+    return note;
+  }
+
+  /** The latest signed checkpoint, or null before the first. */
+  latestCheckpoint(): string | null {
+    return this.store.latestCheckpoint()?.note ?? null;
+  }
+
+  /** RFC 9162 inclusion proof of `leafIndex` in the tree of `treeSize` (default: current). */
+  inclusionProof(leafIndex: number, treeSize = this.frontier.size): Uint8Array[] {
+    if (treeSize > this.frontier.size) throw new HlError('not-found', `tree size ${treeSize} is beyond the ledger`);
+    return inclusionProof(nodeHasher, this.store, leafIndex, treeSize);
+  }
+
+  /** RFC 9162 consistency proof between two tree sizes. */
+  consistencyProof(size1: number, size2 = this.frontier.size): Uint8Array[] {
+    if (size2 > this.frontier.size) throw new HlError('not-found', `tree size ${size2} is beyond the ledger`);
+    return consistencyProof(nodeHasher, this.store, size1, size2);
+  }
+
+  /** The root of an earlier tree size, recomputed from storage. */
+  rootAt(treeSize: number): Uint8Array {
+    if (treeSize > this.frontier.size) throw new HlError('not-found', `tree size ${treeSize} is beyond the ledger`);
+    return rootHash(nodeHasher, this.store, treeSize);
+  }
+
+  /** Validates tx bytes against the current state without ordering them (admission check at submit). */
+  precheck(bytes: Uint8Array): ParsedTx {
+    const tx = parseTx(bytes);
+    const issues = validateTx(tx, this.state, {
+      height: this.headHeight + 1,
+      position: this.state.origin === null ? 0 : 1,
+      blockTimeMs: this.clock.nowMs(),
+    });
+    if (issues.length > 0) {
+      const code = issues.some((i) => i.code === 'forbidden') ? 'forbidden' : issues[0]!.code;
+      throw new HlError(code, `tx rejected: ${describeIssues(issues)}`, { issues });
+    }
+    return tx;
+  }
+}

@@ -1,0 +1,281 @@
+/**
+ * Composition root: config → keys → ledger store → ledger → orderer, and the apply loop that turns ordered
+ * batches into blocks and signed checkpoints. Later issues add the record store, repository and API here.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { HlError, orgIdFromName, randomBytes, systemClock, toBase64, toHex, type Clock } from './kernel/index.js';
+import {
+  exportPem,
+  exportPublicJwk,
+  generateAesKey,
+  generateEd25519KeyPair,
+  importEd25519PrivateKey,
+  type Ed25519KeyPair,
+} from './crypto/index.js';
+import {
+  Ledger,
+  TxType,
+  auditLedger,
+  openSqliteLedgerStore,
+  parseTx,
+  signTx,
+  type AuditReport,
+  type LedgerStore,
+  type TxEnvelope,
+  type TxReceipt,
+} from './ledger/index.js';
+import { LocalOrderer, type Orderer } from './ordering/index.js';
+
+/** What `config.json` in a data directory holds. */
+export interface NodeConfig {
+  version: 1;
+  orgId: string;
+  name: string;
+  /** Checkpoint origin line of the network. */
+  origin: string;
+  /** Ledger (and, later, record) database file, relative to the data directory. */
+  database: string;
+  /** LocalOrderer log file, relative to the data directory. */
+  ordererLog: string;
+}
+
+const files = {
+  config: 'config.json',
+  genesis: 'genesis.json',
+  orgKey: join('keys', 'org-key.pem'),
+  kek: join('keys', 'kek.key'),
+};
+
+/** The default logger: structured JSON, quiet unless HEALTHLEDGER_LOG_LEVEL says otherwise. */
+export function createLogger(): Logger {
+  return pino({ level: process.env.HEALTHLEDGER_LOG_LEVEL ?? 'warn' });
+}
+
+function readJson<T>(file: string, what: string): T {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    throw new HlError('not-found', `${what} not found at ${file}`);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new HlError('invalid', `${what} at ${file} is not valid JSON`);
+  }
+}
+
+/** Reads and checks `config.json` of a data directory. */
+export function readConfig(dataDir: string): NodeConfig {
+  const file = join(dataDir, files.config);
+  if (!existsSync(file)) throw new HlError('not-found', `no Healthledger node at ${dataDir} (run: healthledger init --org NAME --data ${dataDir})`);
+  const config = readJson<NodeConfig>(file, 'node config');
+  if (config.version !== 1 || typeof config.orgId !== 'string' || typeof config.origin !== 'string') {
+    throw new HlError('invalid', `node config at ${file} is not a Healthledger v1 config`);
+  }
+  return config;
+}
+
+function readOrgKey(dataDir: string): Ed25519KeyPair {
+  const file = join(dataDir, files.orgKey);
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch {
+    throw new HlError('not-found', `organization key not found at ${file}`);
+  }
+  return importEd25519PrivateKey(pem);
+}
+
+/** A running node: its ledger, orderer and the loop that applies ordered batches. */
+export class HealthledgerNode {
+  readonly config: NodeConfig;
+  readonly dataDir: string;
+  readonly ledger: Ledger;
+  readonly orderer: Orderer;
+  readonly keyPair: Ed25519KeyPair;
+  readonly log: Logger;
+  private readonly store: LedgerStore;
+  private readonly abort = new AbortController();
+  private readonly loop: Promise<void>;
+  private appliedWaiters: { height: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private failure: Error | null = null;
+
+  constructor(parts: {
+    config: NodeConfig;
+    dataDir: string;
+    ledger: Ledger;
+    orderer: Orderer;
+    store: LedgerStore;
+    keyPair: Ed25519KeyPair;
+    log: Logger;
+  }) {
+    this.config = parts.config;
+    this.dataDir = parts.dataDir;
+    this.ledger = parts.ledger;
+    this.orderer = parts.orderer;
+    this.store = parts.store;
+    this.keyPair = parts.keyPair;
+    this.log = parts.log;
+    this.loop = this.applyLoop();
+  }
+
+  private async applyLoop(): Promise<void> {
+    try {
+      for await (const batch of this.orderer.blocks(this.ledger.height + 1, this.abort.signal)) {
+        const receipts = this.ledger.applyBatch(batch);
+        const invalid = receipts.filter((r) => !r.valid).length;
+        this.log.debug({ height: batch.height, txs: receipts.length, invalid }, 'block applied');
+        // Sign once the orderer has nothing more queued, so a burst of blocks costs one signature.
+        if (this.orderer.lastHeight() === batch.height) this.ledger.signCheckpoint();
+        this.releaseWaiters();
+      }
+    } catch (err) {
+      if (this.abort.signal.aborted) return;
+      this.failure = err instanceof Error ? err : new Error(String(err));
+      this.log.error({ err: { code: (err as HlError).code, message: this.failure.message } }, 'ledger apply loop stopped');
+      for (const w of this.appliedWaiters) w.reject(new HlError('pushback', 'the ledger stopped applying blocks', { cause: err }));
+      this.appliedWaiters = [];
+    }
+  }
+
+  private releaseWaiters(): void {
+    const ready = this.appliedWaiters.filter((w) => w.height <= this.ledger.height);
+    this.appliedWaiters = this.appliedWaiters.filter((w) => w.height > this.ledger.height);
+    for (const w of ready) w.resolve();
+  }
+
+  /** Resolves once the block at `height` is applied. */
+  waitForHeight(height: number): Promise<void> {
+    if (this.failure) return Promise.reject(new HlError('pushback', 'the ledger stopped applying blocks', { cause: this.failure }));
+    if (height <= this.ledger.height) return Promise.resolve();
+    return new Promise((resolve, reject) => this.appliedWaiters.push({ height, resolve, reject }));
+  }
+
+  /**
+   * Checks, orders and applies txs; resolves with each tx's receipt once its block is durable and applied.
+   * A tx that fails the admission check is rejected before ordering (nothing is stored).
+   */
+  async submit(txs: Uint8Array[]): Promise<TxReceipt[]> {
+    const parsed = txs.map((t) => this.ledger.precheck(t));
+    const { height } = await this.orderer.submit(parsed.map((p) => p.bytes));
+    await this.waitForHeight(height);
+    const ids = new Set(parsed.map((p) => p.id));
+    const stored = this.store.blockTxs(height).filter((t) => ids.has(t.txId));
+    return parsed.map((p) => {
+      const t = stored.find((s) => s.txId === p.id);
+      if (!t) throw new HlError('exception', 'an ordered tx is missing from its block');
+      return { txId: t.txId, height: t.height, position: t.position, valid: t.valid, leafIndex: t.leafIndex, error: t.error };
+    });
+  }
+
+  /** Signs a tx as this organization. */
+  signAsOrg(type: string, body: Record<string, unknown>): TxEnvelope {
+    return signTx({ type, body, signer: { kind: 'org', id: this.config.orgId, keyId: this.keyPair.keyId } }, this.keyPair.privateKey)
+      .envelope;
+  }
+
+  async close(): Promise<void> {
+    this.abort.abort();
+    await this.orderer.close();
+    await this.loop;
+    this.store.close();
+  }
+}
+
+/** Opens the node in `dataDir` and starts applying ordered batches (catching up on any not yet applied). */
+export async function openNode(options: { dataDir: string; clock?: Clock; log?: Logger }): Promise<HealthledgerNode> {
+  const dataDir = resolve(options.dataDir);
+  const config = readConfig(dataDir);
+  const keyPair = readOrgKey(dataDir);
+  const clock = options.clock ?? systemClock;
+  const store = openSqliteLedgerStore(join(dataDir, config.database));
+  let ledger: Ledger;
+  try {
+    ledger = Ledger.open({ store, signer: { orgId: config.orgId, keyPair }, clock });
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+  const orderer = new LocalOrderer({ file: join(dataDir, config.ordererLog), proposer: config.orgId, clock });
+  const node = new HealthledgerNode({ config, dataDir, ledger, orderer, store, keyPair, log: options.log ?? createLogger() });
+  await node.waitForHeight(orderer.lastHeight());
+  return node;
+}
+
+/** What `initNode` made. */
+export interface InitResult {
+  config: NodeConfig;
+  dataDir: string;
+  keyId: string;
+  checkpoint: string;
+  verifierKey: string;
+}
+
+/**
+ * Creates a new organization and single-member network in `dataDir`: org key, key-encryption key, config,
+ * the signed genesis tx, and block 0 with its first checkpoint. Refuses a directory that already holds a node.
+ */
+export async function initNode(options: { org: string; dataDir: string; clock?: Clock }): Promise<InitResult> {
+  const dataDir = resolve(options.dataDir);
+  const orgId = orgIdFromName(options.org);
+  if (existsSync(join(dataDir, files.config))) {
+    throw new HlError('conflict', `${dataDir} already holds a Healthledger node; refusing to overwrite its keys`);
+  }
+  mkdirSync(join(dataDir, 'keys'), { recursive: true, mode: 0o700 });
+  const keyPair = generateEd25519KeyPair();
+  writeFileSync(join(dataDir, files.orgKey), exportPem(keyPair.privateKey), { mode: 0o600 });
+  chmodSync(join(dataDir, files.orgKey), 0o600);
+  writeFileSync(join(dataDir, files.kek), `${toBase64(generateAesKey())}\n`, { mode: 0o600 });
+  const origin = `healthledger.local/net-${toHex(randomBytes(8))}`;
+  const genesis = signTx(
+    {
+      type: TxType.networkGenesis,
+      body: { origin, orgs: [{ id: orgId, name: options.org, publicKey: exportPublicJwk(keyPair.publicKey).x }] },
+      signer: { kind: 'org', id: orgId, keyId: keyPair.keyId },
+      time: new Date((options.clock ?? systemClock).nowMs()).toISOString(),
+    },
+    keyPair.privateKey,
+  );
+  writeFileSync(join(dataDir, files.genesis), `${JSON.stringify(genesis.envelope, null, 2)}\n`);
+  const config: NodeConfig = { version: 1, orgId, name: options.org, origin, database: 'ledger.sqlite', ordererLog: 'orderer.sqlite' };
+  writeFileSync(join(dataDir, files.config), `${JSON.stringify(config, null, 2)}\n`);
+
+  const node = await openNode({ dataDir, clock: options.clock });
+  try {
+    const [receipt] = await node.submit([genesis.bytes]);
+    if (!receipt?.valid) throw new HlError('exception', `genesis was not accepted: ${receipt?.error ?? 'unknown'}`);
+    const checkpoint = node.ledger.signCheckpoint();
+    return { config, dataDir, keyId: keyPair.keyId, checkpoint, verifierKey: node.ledger.verifierKey() };
+  } finally {
+    await node.close();
+  }
+}
+
+/** Reads the genesis tx distributed with the node. */
+export function readGenesis(dataDir: string): TxEnvelope {
+  const envelope = readJson<TxEnvelope>(join(resolve(dataDir), files.genesis), 'genesis file');
+  return parseTx(JSON.stringify(envelope)).envelope;
+}
+
+/**
+ * Full verification of a node's data directory against its genesis file (and optional checkpoints obtained
+ * elsewhere). Opens storage directly; does not start the node.
+ */
+export function verifyDataDir(
+  dataDir: string,
+  options: { trustedCheckpoints?: string[]; onProgress?: (done: number, total: number) => void } = {},
+): AuditReport {
+  const config = readConfig(dataDir);
+  const genesis = readGenesis(dataDir);
+  const dbFile = join(resolve(dataDir), config.database);
+  if (!existsSync(dbFile)) throw new HlError('not-found', `ledger database not found at ${dbFile}`);
+  const store = openSqliteLedgerStore(dbFile);
+  try {
+    return auditLedger(store, { genesis, trustedCheckpoints: options.trustedCheckpoints, onProgress: options.onProgress });
+  } finally {
+    store.close();
+  }
+}
