@@ -1,0 +1,39 @@
+/**
+ * Shared helpers for end-to-end tests: temp dirs, running the built CLI, and populating a node.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+export const repoRoot = join(import.meta.dirname, '..');
+export const cliPath = join(repoRoot, 'bin', 'healthledger.js');
+
+export function tempDir(prefix = 'hl-test-'): { path: string; cleanup(): void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export interface CliResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built `healthledger` command (npm test builds dist/ first). */
+export function runCli(args: string[], options: { timeoutMs?: number } = {}): CliResult {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: options.timeoutMs ?? 120_000 });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A record.commit body with a random commitment and pseudonymous ids only. */
+export function commitBody(i: number): Record<string, unknown> {
+  return {
+    patient: `pat-${(i % 7).toString().padStart(4, '0')}`,
+    resourceType: 'Observation',
+    id: `obs-${i}`,
+    versionId: '1',
+    commitment: randomBytes(32).toString('hex'),
+  };
+}
