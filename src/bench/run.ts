@@ -1,1 +1,205 @@
-export async function runBench(_o: { quick: boolean; out: (s: string) => void }): Promise<void> {}
+/**
+ * The benchmark run: each row is measured on this machine, now. Sizes are fixed so runs compare; `--quick`
+ * shrinks them for a fast look (and says so in the table).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { toHex } from '../kernel/index.js';
+import { sha256 } from '../crypto/index.js';
+import { TxType, auditLedger, merkle, nodeHasher, openSqliteLedgerStore, signTx } from '../ledger/index.js';
+import { verifyConsistency, verifyInclusion } from '../ledger/verify.js';
+import { initNode, openNode } from '../node.js';
+
+interface Row {
+  what: string;
+  measured: string;
+  budget: string;
+  verdict: string;
+}
+
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+function verdict(ok: boolean | null): string {
+  return ok === null ? '—' : ok ? 'within' : 'OVER';
+}
+
+function note(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** Batched append through the real node (admission check, LocalOrderer group commit, apply, checkpoint). */
+async function benchAppend(dir: string, count: number, rows: Row[]): Promise<string> {
+  const dataDir = join(dir, 'node');
+  await initNode({ org: 'Bench Hospital', dataDir });
+  const node = await openNode({ dataDir });
+  try {
+    note(`signing ${fmt(count)} record.commit txs (not timed)`);
+    const signer = { kind: 'org' as const, id: node.config.orgId, keyId: node.keyPair.keyId };
+    const txs = Array.from({ length: count }, (_, i) =>
+      signTx(
+        {
+          type: TxType.recordCommit,
+          body: { patient: `pat-${i % 1000}`, resourceType: 'Observation', id: `obs-${i}`, versionId: '1', commitment: toHex(randomBytes(32)) },
+          signer,
+        },
+        node.keyPair.privateKey,
+      ).bytes,
+    );
+    const batchSize = 500;
+    const inFlight = 4;
+    note(`appending ${fmt(count)} txs in batches of ${batchSize}, ${inFlight} in flight`);
+    const started = performance.now();
+    let next = 0;
+    const worker = async () => {
+      while (next < txs.length) {
+        const batch = txs.slice(next, next + batchSize);
+        next += batchSize;
+        const receipts = await node.submit(batch);
+        if (!receipts.every((r) => r.valid)) throw new Error('bench tx rejected');
+      }
+    };
+    await Promise.all(Array.from({ length: inFlight }, worker));
+    const seconds = (performance.now() - started) / 1000;
+    rows.push({
+      what: `batched append, signed txs durable + applied (${fmt(count)} txs)`,
+      measured: `${fmt(count / seconds)} txs/s`,
+      budget: 'none set (ingest ≥ 20,000 resources/s, issue 3)',
+      verdict: verdict(null),
+    });
+  } finally {
+    await node.close();
+  }
+  return dataDir;
+}
+
+/** A store holding `leaves` random leaves (Merkle nodes only), built the way the ledger stores them. */
+function buildTree(file: string, leaves: number) {
+  const store = openSqliteLedgerStore(file);
+  store.db.pragma('synchronous = OFF');
+  const frontier = new merkle.MerkleFrontier(nodeHasher);
+  const insert = store.db.prepare('INSERT INTO merkle_node (level, idx, hash) VALUES (?, ?, ?)');
+  const chunk = 50_000;
+  for (let start = 0; start < leaves; start += chunk) {
+    store.db.transaction(() => {
+      for (let i = start; i < Math.min(leaves, start + chunk); i++) {
+        for (const n of frontier.append(nodeHasher.hashLeaf(sha256(Uint8Array.of(i & 255, (i >> 8) & 255, (i >> 16) & 255))))) {
+          insert.run(n.level, n.index, n.hash);
+        }
+      }
+    })();
+  }
+  // Reopen, as a restarted node would, so the store loads its in-memory upper levels.
+  store.close();
+  return { store: openSqliteLedgerStore(file), root: frontier.root() };
+}
+
+function time<T>(fn: () => T): [T, number] {
+  const t0 = performance.now();
+  const r = fn();
+  return [r, (performance.now() - t0) * 1000];
+}
+
+function benchProofs(dir: string, leaves: number, rows: Row[]): void {
+  note(`building a ${fmt(leaves)}-leaf tree in SQLite (not timed)`);
+  const { store, root } = buildTree(join(dir, 'tree.sqlite'), leaves);
+  try {
+    const samples = 5000;
+    const buildUs: number[] = [];
+    const verifyUs: number[] = [];
+    for (let s = 0; s < samples; s++) {
+      const index = Math.floor(Math.random() * leaves);
+      const [proof, b] = time(() => store.read(() => merkle.inclusionProof(nodeHasher, store, index, leaves)));
+      const leaf = store.node(0, index);
+      const [, v] = time(() => verifyInclusion(BigInt(index), BigInt(leaves), leaf, proof, root));
+      buildUs.push(b);
+      verifyUs.push(v);
+    }
+    buildUs.sort((a, b) => a - b);
+    verifyUs.sort((a, b) => a - b);
+    rows.push({
+      what: `inclusion proof build from SQLite, one read transaction (${fmt(leaves)} leaves) p50 / p99`,
+      measured: `${fmt(percentile(buildUs, 50), 1)} / ${fmt(percentile(buildUs, 99), 1)} µs`,
+      budget: '≤ 50 µs (at 10M leaves)',
+      verdict: verdict(percentile(buildUs, 50) <= 50),
+    });
+    rows.push({
+      what: `inclusion proof verify, healthledger/verify (${fmt(leaves)} leaves) p50 / p99`,
+      measured: `${fmt(percentile(verifyUs, 50), 1)} / ${fmt(percentile(verifyUs, 99), 1)} µs`,
+      budget: '≤ 50 µs (at 10M leaves)',
+      verdict: verdict(percentile(verifyUs, 50) <= 50),
+    });
+
+    const cBuild: number[] = [];
+    const cVerify: number[] = [];
+    for (let s = 0; s < 2000; s++) {
+      const size2 = leaves - Math.floor(Math.random() * (leaves / 4));
+      const size1 = 1 + Math.floor(Math.random() * (size2 - 1));
+      const root1 = merkle.rootHash(nodeHasher, store, size1);
+      const root2 = merkle.rootHash(nodeHasher, store, size2);
+      const [proof, b] = time(() => store.read(() => merkle.consistencyProof(nodeHasher, store, size1, size2)));
+      const [, v] = time(() => verifyConsistency(BigInt(size1), BigInt(size2), root1, root2, proof));
+      cBuild.push(b);
+      cVerify.push(v);
+    }
+    cBuild.sort((a, b) => a - b);
+    cVerify.sort((a, b) => a - b);
+    rows.push({
+      what: `consistency proof build / verify (${fmt(leaves)} leaves) p50`,
+      measured: `${fmt(percentile(cBuild, 50), 1)} / ${fmt(percentile(cVerify, 50), 1)} µs`,
+      budget: 'none set',
+      verdict: verdict(null),
+    });
+  } finally {
+    store.close();
+  }
+}
+
+function benchAudit(dataDir: string, rows: Row[]): void {
+  note('full verification of the appended ledger');
+  const store = openSqliteLedgerStore(join(dataDir, 'ledger.sqlite'));
+  try {
+    const started = performance.now();
+    const report = auditLedger(store);
+    const seconds = (performance.now() - started) / 1000;
+    if (!report.ok) throw new Error(`bench ledger failed verification: ${report.problem?.message}`);
+    rows.push({
+      what: `full verification incl. every Ed25519 signature (${fmt(report.entries)} entries)`,
+      measured: `${fmt(report.entries / seconds)} entries/s`,
+      budget: '≥ 500,000 entries/s',
+      verdict: verdict(report.entries / seconds >= 500_000),
+    });
+  } finally {
+    store.close();
+  }
+}
+
+/** Runs every benchmark and prints the table. */
+export async function runBench(options: { quick: boolean; out: (s: string) => void }): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'hl-bench-'));
+  const rows: Row[] = [];
+  try {
+    const appendCount = options.quick ? 5_000 : 50_000;
+    const treeLeaves = options.quick ? 100_000 : 1_000_000;
+    const dataDir = await benchAppend(dir, appendCount, rows);
+    benchAudit(dataDir, rows);
+    benchProofs(dir, treeLeaves, rows);
+    const rssMb = process.resourceUsage().maxRSS / 1024;
+    rows.push({ what: 'peak RSS of this bench process', measured: `${fmt(rssMb)} MB`, budget: '≤ 500 MB', verdict: verdict(rssMb <= 500) });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const header = ['what', 'measured', 'budget (DESIGN.md §10)', 'verdict'];
+  const lines = [
+    `| ${header.join(' | ')} |`,
+    `| ${header.map(() => '---').join(' | ')} |`,
+    ...rows.map((r) => `| ${r.what} | ${r.measured} | ${r.budget} | ${r.verdict} |`),
+  ];
+  options.out(`${lines.join('\n')}\n`);
+  options.out(`node ${process.version}, ${options.quick ? 'QUICK sizes' : 'full sizes'}, ${new Date().toISOString()}\n`);
+}

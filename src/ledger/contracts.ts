@@ -135,16 +135,51 @@ function signerMember(tx: ParsedTx, state: LedgerState, issues: Issue[]): Member
   return m;
 }
 
-function checkSignature(tx: ParsedTx, key: KeyObject, issues: Issue[]): void {
-  if (!verifyEd25519(key, tx.signedBytes, signatureOf(tx.envelope))) {
-    issues.push(issue('sig', 'signature does not verify with the signer key', 'forbidden'));
+/**
+ * Remembers signatures this node has already verified, keyed by tx id, signature and key id, so a tx checked
+ * at admission is not verified again when its block is applied. Only successes are kept; the same
+ * (message, signature, key) always verifies the same way, so decisions stay deterministic.
+ */
+export class VerifiedSignatures {
+  private readonly seen = new Set<string>();
+  constructor(private readonly capacity = 200_000) {}
+
+  has(key: string): boolean {
+    return this.seen.has(key);
+  }
+
+  add(key: string): void {
+    if (this.seen.size >= this.capacity) {
+      const oldest = this.seen.values().next().value;
+      if (oldest !== undefined) this.seen.delete(oldest);
+    }
+    this.seen.add(key);
   }
 }
 
-type Rule = (tx: ParsedTx, state: LedgerState, ctx: TxContext, issues: Issue[]) => void;
+/** What a rule works with: the state, the tx's position, the issue list and the signature memo. */
+interface RuleScope {
+  state: LedgerState;
+  ctx: TxContext;
+  issues: Issue[];
+  signatures: VerifiedSignatures | undefined;
+}
+
+function checkSignature(tx: ParsedTx, signer: { key: KeyObject; keyId: string }, scope: RuleScope): void {
+  const memo = `${tx.id}.${tx.envelope.sig}.${signer.keyId}`;
+  if (scope.signatures?.has(memo)) return;
+  if (!verifyEd25519(signer.key, tx.signedBytes, signatureOf(tx.envelope))) {
+    scope.issues.push(issue('sig', 'signature does not verify with the signer key', 'forbidden'));
+    return;
+  }
+  scope.signatures?.add(memo);
+}
+
+type Rule = (tx: ParsedTx, scope: RuleScope) => void;
 
 const rules: Record<string, Rule> = {
-  [TxType.networkGenesis](tx, state, ctx, issues) {
+  [TxType.networkGenesis](tx, scope) {
+    const { state, ctx, issues } = scope;
     const body = tx.envelope.body;
     if (state.origin !== null || ctx.height !== 0 || ctx.position !== 0) {
       issues.push(issue('type', 'genesis is only valid as the first tx of block 0', 'conflict'));
@@ -169,10 +204,11 @@ const rules: Record<string, Rule> = {
     }
     const m = memberFromDescriptor(founder);
     if (m.keyId !== tx.envelope.signer.keyId) issues.push(issue('signer.keyId', 'signer key id is not the founder key', 'forbidden'));
-    else checkSignature(tx, m.key, issues);
+    else checkSignature(tx, m, scope);
   },
 
-  [TxType.orgJoin](tx, state, _ctx, issues) {
+  [TxType.orgJoin](tx, scope) {
+    const { state, issues } = scope;
     const body = tx.envelope.body;
     if (!checkOrgDescriptor(body.org, 'body.org', issues)) return;
     const org = body.org as OrgDescriptor;
@@ -181,23 +217,25 @@ const rules: Record<string, Rule> = {
     const { signer } = tx.envelope;
     if (signer.kind !== 'org' || signer.id !== org.id || signer.keyId !== joining.keyId) {
       issues.push(issue('signer', 'org.join must be signed by the joining organization', 'forbidden'));
-    } else checkSignature(tx, joining.key, issues);
+    } else checkSignature(tx, joining, scope);
     checkApprovals(tx, state, issues);
   },
 
-  [TxType.orgUpdate](tx, state, _ctx, issues) {
+  [TxType.orgUpdate](tx, scope) {
+    const { state, issues } = scope;
     const body = tx.envelope.body;
     const signer = signerMember(tx, state, issues);
-    if (signer) checkSignature(tx, signer.key, issues);
+    if (signer) checkSignature(tx, signer, scope);
     if (!checkOrgDescriptor(body.org, 'body.org', issues)) return;
     if (!state.members.has((body.org as OrgDescriptor).id)) issues.push(issue('body.org.id', 'organization is not a member', 'not-found'));
     checkApprovals(tx, state, issues);
   },
 
-  [TxType.orgLeave](tx, state, _ctx, issues) {
+  [TxType.orgLeave](tx, scope) {
+    const { state, issues } = scope;
     const body = tx.envelope.body;
     const signer = signerMember(tx, state, issues);
-    if (signer) checkSignature(tx, signer.key, issues);
+    if (signer) checkSignature(tx, signer, scope);
     if (typeof body.orgId !== 'string' || !state.members.has(body.orgId)) {
       issues.push(issue('body.orgId', 'organization is not a member', 'not-found'));
       return;
@@ -206,10 +244,11 @@ const rules: Record<string, Rule> = {
     checkApprovals(tx, state, issues);
   },
 
-  [TxType.recordCommit](tx, state, _ctx, issues) {
+  [TxType.recordCommit](tx, scope) {
+    const { state, issues } = scope;
     const body = tx.envelope.body;
     const signer = signerMember(tx, state, issues);
-    if (signer) checkSignature(tx, signer.key, issues);
+    if (signer) checkSignature(tx, signer, scope);
     for (const k of ['patient', 'resourceType', 'id', 'versionId'] as const) {
       if (typeof body[k] !== 'string' || !fhirId.test(body[k] as string)) issues.push(issue(`body.${k}`, 'must be an id'));
     }
@@ -231,9 +270,10 @@ export function isKnownTxType(type: string): boolean {
 
 /**
  * Validates a tx against the state at its position; returns every issue (empty = valid). Pure apart from
- * signature verification: same inputs, same verdict, on every node.
+ * signature verification: same inputs, same verdict, on every node. `signatures` (optional) skips signatures
+ * this node already verified; the audit passes none, so it re-verifies everything.
  */
-export function validateTx(tx: ParsedTx, state: LedgerState, ctx: TxContext): Issue[] {
+export function validateTx(tx: ParsedTx, state: LedgerState, ctx: TxContext, signatures?: VerifiedSignatures): Issue[] {
   const issues: Issue[] = [];
   const rule = rules[tx.envelope.type];
   if (!rule) return [issue('type', `unknown tx type "${tx.envelope.type}"`, 'not-found')];
@@ -244,7 +284,7 @@ export function validateTx(tx: ParsedTx, state: LedgerState, ctx: TxContext): Is
   if (t > ctx.blockTimeMs + txMaxSkewMs) issues.push(issue('time', 'tx time is in the future of its block'));
   if (t < ctx.blockTimeMs - txMaxAgeMs) issues.push(issue('time', 'tx is too old to be included'));
   if (state.hasSeen(tx.id)) issues.push(issue('$', 'duplicate tx (replay)', 'conflict'));
-  rule(tx, state, ctx, issues);
+  rule(tx, { state, ctx, issues, signatures });
   return issues;
 }
 

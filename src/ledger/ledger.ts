@@ -6,7 +6,7 @@
 import { HlError, toHex, type Clock } from '../kernel/index.js';
 import { rawPublicKey, sha256, signEd25519, type Ed25519KeyPair } from '../crypto/index.js';
 import { blockHash, genesisPrevHash, txsHash, type BlockHeader, type OrderedBatch, type StoredTx } from './block.js';
-import { applyTx, validateTx } from './contracts.js';
+import { VerifiedSignatures, applyTx, validateTx } from './contracts.js';
 import {
   MerkleFrontier,
   consistencyProof,
@@ -60,6 +60,7 @@ export function applyTxAt(
   frontier: MerkleFrontier,
   hasher: MerkleHasher,
   onNodes?: (nodes: ReturnType<MerkleFrontier['append']>) => void,
+  signatures?: VerifiedSignatures,
 ): StoredTx {
   let tx: ParsedTx;
   try {
@@ -75,7 +76,7 @@ export function applyTxAt(
       bytes,
     };
   }
-  const issues = validateTx(tx, state, ctx);
+  const issues = validateTx(tx, state, ctx, signatures);
   if (issues.length > 0) {
     return { ...ctx, txId: tx.id, valid: false, leafIndex: null, error: describeIssues(issues).slice(0, 1000), bytes: tx.bytes };
   }
@@ -96,6 +97,7 @@ export class Ledger {
   private headHash: string;
   private headHeight: number;
   private broken: Error | null = null;
+  private readonly signatures = new VerifiedSignatures();
 
   private constructor(store: LedgerStore, signer: LedgerSigner, clock: Clock) {
     this.store = store;
@@ -158,8 +160,14 @@ export class Ledger {
     const firstIndex = this.frontier.size;
     const nodes: ReturnType<MerkleFrontier['append']> = [];
     const txs = batch.txs.map((bytes, position) =>
-      applyTxAt(bytes, { height: batch.height, position, blockTimeMs }, this.state, this.frontier, nodeHasher, (n) =>
-        nodes.push(...n),
+      applyTxAt(
+        bytes,
+        { height: batch.height, position, blockTimeMs },
+        this.state,
+        this.frontier,
+        nodeHasher,
+        (n) => nodes.push(...n),
+        this.signatures,
       ),
     );
     const header: BlockHeader = {
@@ -249,29 +257,30 @@ export class Ledger {
   /** RFC 9162 inclusion proof of `leafIndex` in the tree of `treeSize` (default: current). */
   inclusionProof(leafIndex: number, treeSize = this.frontier.size): Uint8Array[] {
     if (treeSize > this.frontier.size) throw new HlError('not-found', `tree size ${treeSize} is beyond the ledger`);
-    return inclusionProof(nodeHasher, this.store, leafIndex, treeSize);
+    return this.store.read(() => inclusionProof(nodeHasher, this.store, leafIndex, treeSize));
   }
 
   /** RFC 9162 consistency proof between two tree sizes. */
   consistencyProof(size1: number, size2 = this.frontier.size): Uint8Array[] {
     if (size2 > this.frontier.size) throw new HlError('not-found', `tree size ${size2} is beyond the ledger`);
-    return consistencyProof(nodeHasher, this.store, size1, size2);
+    return this.store.read(() => consistencyProof(nodeHasher, this.store, size1, size2));
   }
 
   /** The root of an earlier tree size, recomputed from storage. */
   rootAt(treeSize: number): Uint8Array {
     if (treeSize > this.frontier.size) throw new HlError('not-found', `tree size ${treeSize} is beyond the ledger`);
-    return rootHash(nodeHasher, this.store, treeSize);
+    return this.store.read(() => rootHash(nodeHasher, this.store, treeSize));
   }
 
   /** Validates tx bytes against the current state without ordering them (admission check at submit). */
   precheck(bytes: Uint8Array): ParsedTx {
     const tx = parseTx(bytes);
-    const issues = validateTx(tx, this.state, {
-      height: this.headHeight + 1,
-      position: this.state.origin === null ? 0 : 1,
-      blockTimeMs: this.clock.nowMs(),
-    });
+    const issues = validateTx(
+      tx,
+      this.state,
+      { height: this.headHeight + 1, position: this.state.origin === null ? 0 : 1, blockTimeMs: this.clock.nowMs() },
+      this.signatures,
+    );
     if (issues.length > 0) {
       const code = issues.some((i) => i.code === 'forbidden') ? 'forbidden' : issues[0]!.code;
       throw new HlError(code, `tx rejected: ${describeIssues(issues)}`, { issues });

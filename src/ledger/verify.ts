@@ -17,7 +17,18 @@ import { parseCheckpoint, parseVerifierKey, verifyNote, type Checkpoint, type No
 export { ProofFailure, ProofVerificationError, RootMismatchError } from './merkle/errors.js';
 export type { Checkpoint, NoteVerifierKey } from './note.js';
 
-const sha256 = (data: Uint8Array): Uint8Array => nobleSha256(data);
+/**
+ * Under Node (≥ 20.16) the native SHA-256 is about three times faster; it is looked up at run time through
+ * `process.getBuiltinModule`, so this file still has no `node:` import and bundles for the browser, where
+ * @noble/hashes is used.
+ */
+type NativeHash = (algorithm: string, data: Uint8Array, encoding: 'buffer') => Uint8Array;
+const nativeHash = (
+  globalThis as { process?: { getBuiltinModule?: (id: string) => { hash?: NativeHash } | undefined } }
+).process?.getBuiltinModule?.('node:crypto')?.hash;
+const sha256 = nativeHash
+  ? (data: Uint8Array): Uint8Array => nativeHash('sha256', data, 'buffer')
+  : (data: Uint8Array): Uint8Array => nobleSha256(data);
 const hasher = createRfc9162Hasher(sha256);
 
 /** RFC 9162 leaf hash: SHA-256(0x00 || leaf). */

@@ -24,14 +24,13 @@ export function largestPowerOfTwoBelow(n: number): number {
   return k;
 }
 
+/** log2 of a power of two (exact: powers of two up to 2^53 are exact doubles). */
 function log2(pow: number): number {
-  let l = 0;
-  while (2 ** l < pow) l++;
-  return l;
+  return Math.round(Math.log2(pow));
 }
 
 function isPowerOfTwo(n: number): boolean {
-  return n > 0 && 2 ** log2(n) === n;
+  return n > 0 && 2 ** Math.round(Math.log2(n)) === n;
 }
 
 /** MTH(D[start:end]) for a range that starts on a boundary of its own size class (as RFC 9162 splits produce). */

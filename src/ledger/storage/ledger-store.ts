@@ -25,6 +25,8 @@ export interface LedgerHead {
 /** Durable ledger storage. */
 export interface LedgerStore extends NodeReader {
   head(): LedgerHead | null;
+  /** Runs `fn` as one consistent read (a read transaction: a multi-read proof sees one snapshot, faster). */
+  read<T>(fn: () => T): T;
   /** Appends a block atomically and durably; MUST reject a height that is not head + 1. */
   appendBlock(block: BlockRecord): void;
   block(height: number): { header: BlockHeader; hash: string } | null;

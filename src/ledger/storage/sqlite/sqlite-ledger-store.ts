@@ -42,10 +42,39 @@ function toStoredTx(r: TxRow): StoredTx {
   };
 }
 
+/**
+ * Merkle nodes at and above this level are also kept in memory (flat arrays, 32 bytes a node: about one byte
+ * per leaf in all), so a proof reads at most this many levels from SQLite.
+ */
+const cachedFromLevel = 4;
+
+/** A growable array of 32-byte hashes. */
+class HashArray {
+  private buf = new Uint8Array(32 * 64);
+  length = 0;
+
+  push(hash: Uint8Array): void {
+    if ((this.length + 1) * 32 > this.buf.length) {
+      const bigger = new Uint8Array(this.buf.length * 2);
+      bigger.set(this.buf);
+      this.buf = bigger;
+    }
+    this.buf.set(hash, this.length * 32);
+    this.length++;
+  }
+
+  at(index: number): Uint8Array | undefined {
+    return index < this.length ? this.buf.subarray(index * 32, index * 32 + 32) : undefined;
+  }
+}
+
 /** The SQLite `LedgerStore`. Open with `openSqliteLedgerStore(file)`; `:memory:` works for tests. */
 export class SqliteLedgerStore implements LedgerStore {
   readonly db: Database.Database;
   private readonly stmts;
+  private upperLevels: HashArray[] = [];
+  /** Made once: better-sqlite3 builds a wrapper per `transaction()` call, which costs more than the reads. */
+  private readonly readTransaction: (fn: () => unknown) => unknown;
 
   constructor(db: Database.Database) {
     this.db = db;
@@ -76,6 +105,21 @@ export class SqliteLedgerStore implements LedgerStore {
       getMeta: db.prepare('SELECT value FROM ledger_meta WHERE key = ?').pluck(),
       setMeta: db.prepare('INSERT OR REPLACE INTO ledger_meta (key, value) VALUES (?, ?)'),
     };
+    this.readTransaction = db.transaction((fn: () => unknown) => fn());
+    this.loadUpperLevels();
+  }
+
+  /** (Re)loads the in-memory copy of the upper Merkle levels from the table. */
+  private loadUpperLevels(): void {
+    this.upperLevels = [];
+    const rows = this.db
+      .prepare('SELECT level, idx, hash FROM merkle_node WHERE level >= ? ORDER BY level, idx')
+      .iterate(cachedFromLevel) as Iterable<{ level: number; idx: number; hash: Buffer }>;
+    for (const r of rows) {
+      const level = (this.upperLevels[r.level - cachedFromLevel] ??= new HashArray());
+      if (r.idx !== level.length) break; // a gap: serve the rest of this level from SQLite
+      level.push(r.hash);
+    }
   }
 
   head(): LedgerHead | null {
@@ -83,6 +127,10 @@ export class SqliteLedgerStore implements LedgerStore {
     if (!row) return null;
     const header = JSON.parse(row.header) as BlockHeader;
     return { height: row.height, hash: row.hash, treeSize: header.treeSize, root: header.root };
+  }
+
+  read<T>(fn: () => T): T {
+    return this.db.inTransaction ? fn() : (this.readTransaction(fn) as T);
   }
 
   appendBlock(block: BlockRecord): void {
@@ -99,6 +147,11 @@ export class SqliteLedgerStore implements LedgerStore {
       for (const n of b.nodes) this.stmts.insertNode.run(n.level, n.index, n.hash);
     });
     run.immediate(block);
+    for (const n of block.nodes) {
+      if (n.level < cachedFromLevel) continue;
+      const level = (this.upperLevels[n.level - cachedFromLevel] ??= new HashArray());
+      if (n.index === level.length) level.push(n.hash);
+    }
   }
 
   block(height: number): { header: BlockHeader; hash: string } | null {
@@ -126,6 +179,10 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   node(level: number, index: number): Uint8Array {
+    if (level >= cachedFromLevel) {
+      const cached = this.upperLevels[level - cachedFromLevel]?.at(index);
+      if (cached) return cached;
+    }
     const hash = this.stmts.node.get(level, index) as Buffer | undefined;
     if (!hash) throw new HlError('integrity', `Merkle node ${level}/${index} is missing from storage`);
     return new Uint8Array(hash.buffer, hash.byteOffset, hash.byteLength);
