@@ -5,7 +5,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { HlError, orgIdFromName, randomBytes, systemClock, toBase64, toHex, type Clock } from './kernel/index.js';
+import { HlError, isHlError, orgIdFromName, randomBytes, systemClock, toBase64, toHex, type Clock } from './kernel/index.js';
 import {
   exportPem,
   exportPublicJwk,
@@ -27,6 +27,9 @@ import {
   type TxReceipt,
 } from './ledger/index.js';
 import { LocalOrderer, type Orderer } from './ordering/index.js';
+
+/** Re-exported for the CLI, which reaches the kernel only through the composition root. */
+export { isHlError };
 
 /** What `config.json` in a data directory holds. */
 export interface NodeConfig {

@@ -8,8 +8,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { toHex } from '../kernel/index.js';
 import { sha256 } from '../crypto/index.js';
-import { TxType, auditLedger, merkle, nodeHasher, openSqliteLedgerStore, signTx } from '../ledger/index.js';
-import { verifyConsistency, verifyInclusion } from '../ledger/verify.js';
+import { TxType, auditLedger, merkle, nodeHasher, openSqliteLedgerStore, publicVerifier, signTx } from '../ledger/index.js';
 import { initNode, openNode } from '../node.js';
 
 interface Row {
@@ -116,7 +115,7 @@ function benchProofs(dir: string, leaves: number, rows: Row[]): void {
       const index = Math.floor(Math.random() * leaves);
       const [proof, b] = time(() => store.read(() => merkle.inclusionProof(nodeHasher, store, index, leaves)));
       const leaf = store.node(0, index);
-      const [, v] = time(() => verifyInclusion(BigInt(index), BigInt(leaves), leaf, proof, root));
+      const [, v] = time(() => publicVerifier.verifyInclusion(BigInt(index), BigInt(leaves), leaf, proof, root));
       buildUs.push(b);
       verifyUs.push(v);
     }
@@ -143,7 +142,7 @@ function benchProofs(dir: string, leaves: number, rows: Row[]): void {
       const root1 = merkle.rootHash(nodeHasher, store, size1);
       const root2 = merkle.rootHash(nodeHasher, store, size2);
       const [proof, b] = time(() => store.read(() => merkle.consistencyProof(nodeHasher, store, size1, size2)));
-      const [, v] = time(() => verifyConsistency(BigInt(size1), BigInt(size2), root1, root2, proof));
+      const [, v] = time(() => publicVerifier.verifyConsistency(BigInt(size1), BigInt(size2), root1, root2, proof));
       cBuild.push(b);
       cVerify.push(v);
     }

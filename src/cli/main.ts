@@ -7,8 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
-import { initNode, verifyDataDir } from '../node.js';
-import { isHlError } from '../kernel/index.js';
+import { initNode, isHlError, verifyDataDir } from '../node.js';
 import { runBench } from '../bench/index.js';
 
 /** Exit codes. */

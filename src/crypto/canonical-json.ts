@@ -18,6 +18,14 @@ export function canonicalJson(value: unknown): string {
     throw new HlError('invalid', 'value cannot be canonicalized as JSON', { cause });
   }
   if (text === undefined) throw new HlError('invalid', 'value cannot be canonicalized as JSON');
+  // `canonicalize` writes a nested function as the bare word `undefined`, which is not JSON: refuse that output.
+  if (text.includes('undefined')) {
+    try {
+      JSON.parse(text);
+    } catch (cause) {
+      throw new HlError('invalid', 'value cannot be canonicalized as JSON', { cause });
+    }
+  }
   return text;
 }
 

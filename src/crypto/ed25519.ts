@@ -51,6 +51,10 @@ export function importEd25519PrivateKey(material: string | Ed25519PrivateJwk): E
   }
   requireEd25519(privateKey, 'private');
   const publicKey = createPublicKey(privateKey);
+  // node:crypto ignores a JWK's `x` and derives the public key from `d`; a mismatched `x` means a damaged key file.
+  if (typeof material !== 'string' && exportPublicJwk(publicKey).x !== material.x) {
+    throw new HlError('invalid', 'the JWK public key x does not belong to its private key d');
+  }
   return { privateKey, publicKey, keyId: ed25519KeyId(publicKey) };
 }
 

@@ -19,6 +19,8 @@ export {
 } from './contracts.js';
 export { Ledger, nodeHasher, type LedgerSigner, type TxReceipt } from './ledger.js';
 export * as merkle from './merkle/index.js';
+/** The public, browser-safe verifier (also the package subpath `healthledger/verify`). */
+export * as publicVerifier from './verify.js';
 export {
   SignatureType,
   cosignatureMessage,

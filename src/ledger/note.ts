@@ -68,9 +68,11 @@ export function formatVerifierKey(sha256: Sha256, name: string, type: SignatureT
 
 /** Parses a vkey string; checks the key id matches. */
 export function parseVerifierKey(sha256: Sha256, vkey: string): NoteVerifierKey {
-  const parts = vkey.split('+');
-  if (parts.length !== 3) throw new HlError('invalid', 'verifier key must be name+keyid+key');
-  const [name, idHex, keyB64] = parts as [string, string, string];
+  // Split at the first two '+' only: the base64 key material may itself contain '+'.
+  const first = vkey.indexOf('+');
+  const second = vkey.indexOf('+', first + 1);
+  if (first < 0 || second < 0) throw new HlError('invalid', 'verifier key must be name+keyid+key');
+  const [name, idHex, keyB64] = [vkey.slice(0, first), vkey.slice(first + 1, second), vkey.slice(second + 1)];
   if (!isKeyName(name) || !/^[0-9a-f]{8}$/.test(idHex)) throw new HlError('invalid', 'malformed verifier key');
   const material = fromBase64(keyB64);
   const type = material[0];

@@ -5,7 +5,7 @@
  */
 import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
 import { ed25519 } from '@noble/curves/ed25519.js';
-import { HlError } from '../kernel/index.js';
+import { ProofVerificationError } from './merkle/errors.js';
 import { createRfc9162Hasher } from './merkle/hasher.js';
 import {
   rootFromInclusionProof as rootFromInclusionProofWith,
@@ -104,7 +104,7 @@ export function verifyCheckpoint(note: string, keys: readonly (string | NoteVeri
   try {
     checkpoint = parseCheckpoint(verified.text);
   } catch (err) {
-    throw new HlError('proof-invalid', `signed note is not a checkpoint: ${err instanceof Error ? err.message : ''}`);
+    throw new ProofVerificationError('malformed', `signed note is not a checkpoint: ${err instanceof Error ? err.message : ''}`);
   }
   return { ...checkpoint, signers: verified.signers, cosigners: verified.cosigners };
 }

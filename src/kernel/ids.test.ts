@@ -1,0 +1,92 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { HlError, fromBase64Url, isOrgId, newNonce, orgIdFromName, randomBytes } from './index.js';
+
+const orgIdPattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])$/;
+
+describe('orgIdFromName', () => {
+  it.each([
+    ['General Hospital', 'general-hospital'],
+    ["St. Mary's Hospital", 'st-mary-s-hospital'],
+    ['Hôpital Saint-Éloi', 'hopital-saint-eloi'],
+    ['Åbo Lab', 'abo-lab'],
+    ['  Clinic  ', 'clinic'],
+    ['--Clinic--', 'clinic'],
+    ['Lab+Pharmacy', 'lab-pharmacy'],
+    ['ACME   Labs,  Inc.', 'acme-labs-inc'],
+    ['ﬁrst clinic', 'first-clinic'],
+    ['Clinic 42', 'clinic-42'],
+    ['東京病院 Tokyo', 'tokyo'],
+  ])('maps %j to %j', (name, id) => {
+    expect(orgIdFromName(name)).toBe(id);
+  });
+
+  it.each(['', 'A', '7', '   ', '!!!', '--', '東京病院', '😀😀'])('rejects %j (fewer than two letters or digits)', (name) => {
+    let caught: unknown;
+    try {
+      orgIdFromName(name);
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(HlError);
+    expect((caught as HlError).code).toBe('invalid');
+  });
+
+  it('truncates long names to at most 63 characters without a trailing dash', () => {
+    const id = orgIdFromName(`${'a'.repeat(62)} b`);
+    expect(id).toBe('a'.repeat(62));
+    expect(orgIdFromName('x'.repeat(200))).toBe('x'.repeat(63));
+    expect(orgIdFromName(`${'a'.repeat(62)}-${'b'.repeat(10)}`)).toBe('a'.repeat(62));
+  });
+
+  it('always yields a well-formed id usable as a C2SP key name (no spaces, no "+"), and is idempotent', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 120, unit: 'grapheme' }), (name) => {
+        let id: string;
+        try {
+          id = orgIdFromName(name);
+        } catch (err) {
+          expect(err).toBeInstanceOf(HlError);
+          expect((err as HlError).code).toBe('invalid');
+          return;
+        }
+        expect(id).toMatch(orgIdPattern);
+        expect(id).not.toMatch(/[\s+]/u);
+        expect(isOrgId(id)).toBe(true);
+        expect(orgIdFromName(id)).toBe(id);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});
+
+describe('isOrgId', () => {
+  it.each(['ab', 'a-b', 'a1', '00', 'general-hospital', 'a'.repeat(63)])('accepts %j', (id) => {
+    expect(isOrgId(id)).toBe(true);
+  });
+
+  it.each(['', 'a', '-ab', 'ab-', 'Ab', 'a_b', 'a b', 'a+b', 'a.b', 'é1', 'a'.repeat(64)])('rejects %j', (id) => {
+    expect(isOrgId(id)).toBe(false);
+  });
+});
+
+describe('randomBytes / newNonce', () => {
+  it('returns the requested number of bytes, different each time', () => {
+    expect(randomBytes(0).length).toBe(0);
+    const a = randomBytes(32);
+    const b = randomBytes(32);
+    expect(a.length).toBe(32);
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(false);
+  });
+
+  it('makes 128-bit base64url nonces that do not repeat', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 1000; i++) {
+      const nonce = newNonce();
+      expect(nonce).toMatch(/^[A-Za-z0-9_-]{22}$/);
+      expect(fromBase64Url(nonce).length).toBe(16);
+      seen.add(nonce);
+    }
+    expect(seen.size).toBe(1000);
+  });
+});
