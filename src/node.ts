@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { HlError, isHlError, orgIdFromName, randomBytes, systemClock, toBase64, toHex, type Clock } from './kernel/index.js';
 import {
+  Ed25519VerifierPool,
   exportPem,
   exportPublicJwk,
   generateAesKey,
@@ -105,6 +106,8 @@ export class HealthledgerNode {
   private readonly loop: Promise<void>;
   private appliedWaiters: { height: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private failure: Error | null = null;
+  /** Verifies signatures of large submitted batches on all cores; started on first use. */
+  private pool: Ed25519VerifierPool | null = null;
 
   constructor(parts: {
     config: NodeConfig;
@@ -162,7 +165,8 @@ export class HealthledgerNode {
    * A tx that fails the admission check is rejected before ordering (nothing is stored).
    */
   async submit(txs: Uint8Array[]): Promise<TxReceipt[]> {
-    const parsed = txs.map((t) => this.ledger.precheck(t));
+    if (txs.length >= 16) this.pool ??= new Ed25519VerifierPool();
+    const parsed = await this.ledger.precheckAll(txs, this.pool ?? undefined);
     const { height } = await this.orderer.submit(parsed.map((p) => p.bytes));
     await this.waitForHeight(height);
     const ids = new Set(parsed.map((p) => p.id));
@@ -184,6 +188,7 @@ export class HealthledgerNode {
     this.abort.abort();
     await this.orderer.close();
     await this.loop;
+    await this.pool?.close();
     this.store.close();
   }
 }
@@ -267,18 +272,20 @@ export function readGenesis(dataDir: string): TxEnvelope {
  * Full verification of a node's data directory against its genesis file (and optional checkpoints obtained
  * elsewhere). Opens storage directly; does not start the node.
  */
-export function verifyDataDir(
+export async function verifyDataDir(
   dataDir: string,
   options: { trustedCheckpoints?: string[]; onProgress?: (done: number, total: number) => void } = {},
-): AuditReport {
+): Promise<AuditReport> {
   const config = readConfig(dataDir);
   const genesis = readGenesis(dataDir);
   const dbFile = join(resolve(dataDir), config.database);
   if (!existsSync(dbFile)) throw new HlError('not-found', `ledger database not found at ${dbFile}`);
   const store = openSqliteLedgerStore(dbFile);
+  const pool = new Ed25519VerifierPool();
   try {
-    return auditLedger(store, { genesis, trustedCheckpoints: options.trustedCheckpoints, onProgress: options.onProgress });
+    return await auditLedger(store, { genesis, trustedCheckpoints: options.trustedCheckpoints, onProgress: options.onProgress, pool });
   } finally {
+    await pool.close();
     store.close();
   }
 }

@@ -84,6 +84,21 @@ describe('a node given bad txs', () => {
     expect(() => publicVerifier.verifyInclusion(0n, BigInt(size), leaf, [new Uint8Array(7)], root)).toThrow(/32 bytes/);
   });
 
+  it('rejects a signature whose base64url has non-zero trailing bits, and survives it if ordered anyway', async () => {
+    const tx = goodTx(20).envelope;
+    // 86 base64url chars carry 516 bits; the last 4 must be zero for a 64-byte signature.
+    const last = tx.sig.at(-1)!;
+    const bad = { ...tx, sig: tx.sig.slice(0, -1) + (last === 'B' ? 'C' : 'B') };
+    const bytes = enc(JSON.stringify(bad));
+    await expectRejected(bytes, 'invalid', /sig: sig must be a base64url Ed25519 signature/);
+    // A peer could still get it ordered (nothing but admission stands in its way): it must be kept, invalid.
+    const { height } = await node.orderer.submit([bytes]);
+    await node.waitForHeight(height);
+    const [stored] = node.ledger.store.blockTxs(height);
+    expect(stored).toMatchObject({ valid: false, leafIndex: null });
+    expect(stored?.error).toMatch(/sig must be a base64url Ed25519 signature/);
+  });
+
   it('keeps accepting good txs after all of that', async () => {
     const receipts = await node.submit([goodTx(10).bytes, goodTx(11).bytes]);
     expect(receipts.map((r) => r.valid)).toEqual([true, true]);

@@ -66,13 +66,13 @@ function buildProgram(out: (s: string) => void): Command {
     .description('recompute and check every leaf, root, block hash, signature and checkpoint (exit 0 only if all hold)')
     .requiredOption('--data <dir>', "the node's data directory")
     .option('--checkpoint <file...>', 'signed checkpoints obtained elsewhere that the ledger must match')
-    .action((opts: { data: string; checkpoint?: string[] }) => {
+    .action(async (opts: { data: string; checkpoint?: string[] }) => {
       const trusted = (opts.checkpoint ?? []).map((f) => readFileSync(f, 'utf8'));
       const bar = progressBar('verifying');
       const started = performance.now();
       let report;
       try {
-        report = verifyDataDir(opts.data, { trustedCheckpoints: trusted, onProgress: (d, t) => bar.update(d, t) });
+        report = await verifyDataDir(opts.data, { trustedCheckpoints: trusted, onProgress: (d, t) => bar.update(d, t) });
       } finally {
         bar.stop();
       }

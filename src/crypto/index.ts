@@ -20,6 +20,7 @@ export {
   type Ed25519PrivateJwk,
   type Ed25519PublicJwk,
 } from './ed25519.js';
+export { Ed25519VerifierPool, type SignatureCheck } from './ed25519-pool.js';
 export {
   aesKeyBytes,
   generateAesKey,

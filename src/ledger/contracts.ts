@@ -165,8 +165,62 @@ interface RuleScope {
   signatures: VerifiedSignatures | undefined;
 }
 
+/**
+ * The memo key of "this tx's signature verifies under the key whose RFC 7638 thumbprint is `keyId`". The
+ * thumbprint is a hash of the key itself, so the entry names exactly one key.
+ */
+export function signatureMemoKey(tx: ParsedTx, keyId: string): string {
+  return `${tx.id}.${tx.envelope.sig}.${keyId}`;
+}
+
+/**
+ * The raw public key a tx claims to be signed with, if it can be known before validation: a current member
+ * for org signers, or the joining organization's own key for `org.join`. `extraKeys` (by key id) covers
+ * keys introduced earlier in the same run that the state does not have yet.
+ */
+export function claimedSignerKey(
+  tx: ParsedTx,
+  state: LedgerState,
+  extraKeys?: ReadonlyMap<string, Uint8Array>,
+): { keyId: string; publicKey: Uint8Array } | undefined {
+  const { signer, type, body } = tx.envelope;
+  if (signer.kind !== 'org') return undefined;
+  const member = state.members.get(signer.id);
+  if (member && member.keyId === signer.keyId) return { keyId: member.keyId, publicKey: member.publicKey };
+  const extra = extraKeys?.get(signer.keyId);
+  if (extra) return { keyId: signer.keyId, publicKey: extra };
+  if (type === TxType.orgJoin || type === TxType.networkGenesis) {
+    const orgs = type === TxType.orgJoin ? [body.org] : Array.isArray(body.orgs) ? body.orgs : [];
+    for (const org of orgs as unknown[]) {
+      const errors: Issue[] = [];
+      if (!checkOrgDescriptor(org, 'org', errors)) continue;
+      const m = memberFromDescriptor(org as OrgDescriptor);
+      if (m.keyId === signer.keyId) return { keyId: m.keyId, publicKey: m.publicKey };
+    }
+  }
+  return undefined;
+}
+
+/** Public keys (by key id) that a governance or genesis tx introduces. */
+export function keysIntroducedBy(tx: ParsedTx): Map<string, Uint8Array> {
+  const out = new Map<string, Uint8Array>();
+  const { type, body } = tx.envelope;
+  const orgs =
+    type === TxType.networkGenesis && Array.isArray(body.orgs)
+      ? (body.orgs as unknown[])
+      : type === TxType.orgJoin || type === TxType.orgUpdate
+        ? [body.org]
+        : [];
+  for (const org of orgs) {
+    if (!checkOrgDescriptor(org, 'org', [])) continue;
+    const m = memberFromDescriptor(org as OrgDescriptor);
+    out.set(m.keyId, m.publicKey);
+  }
+  return out;
+}
+
 function checkSignature(tx: ParsedTx, signer: { key: KeyObject; keyId: string }, scope: RuleScope): void {
-  const memo = `${tx.id}.${tx.envelope.sig}.${signer.keyId}`;
+  const memo = signatureMemoKey(tx, signer.keyId);
   if (scope.signatures?.has(memo)) return;
   if (!verifyEd25519(signer.key, tx.signedBytes, signatureOf(tx.envelope))) {
     scope.issues.push(issue('sig', 'signature does not verify with the signer key', 'forbidden'));

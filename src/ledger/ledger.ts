@@ -4,7 +4,8 @@
  * not recomputed from storage, nor one inconsistent with its previous checkpoint (DESIGN.md §3).
  */
 import { HlError, toHex, type Clock } from '../kernel/index.js';
-import { rawPublicKey, sha256, signEd25519, type Ed25519KeyPair } from '../crypto/index.js';
+import { rawPublicKey, sha256, signEd25519, type Ed25519KeyPair, type Ed25519VerifierPool } from '../crypto/index.js';
+import { preverifySignatures } from './preverify.js';
 import { blockHash, genesisPrevHash, txsHash, type BlockHeader, type OrderedBatch, type StoredTx } from './block.js';
 import { VerifiedSignatures, applyTx, validateTx } from './contracts.js';
 import {
@@ -61,10 +62,12 @@ export function applyTxAt(
   hasher: MerkleHasher,
   onNodes?: (nodes: ReturnType<MerkleFrontier['append']>) => void,
   signatures?: VerifiedSignatures,
+  parsed?: ParsedTx | Error,
 ): StoredTx {
   let tx: ParsedTx;
   try {
-    tx = parseTx(bytes);
+    if (parsed instanceof Error) throw parsed;
+    tx = parsed ?? parseTx(bytes);
   } catch (err) {
     return {
       height: ctx.height,
@@ -274,7 +277,32 @@ export class Ledger {
 
   /** Validates tx bytes against the current state without ordering them (admission check at submit). */
   precheck(bytes: Uint8Array): ParsedTx {
-    const tx = parseTx(bytes);
+    return this.admit(parseTx(bytes));
+  }
+
+  /**
+   * Admission check of many txs at once; with a pool, their signatures are verified in parallel first.
+   * Throws on the first tx that fails, naming it by position.
+   */
+  async precheckAll(txs: readonly Uint8Array[], pool?: Ed25519VerifierPool): Promise<ParsedTx[]> {
+    const parsed = txs.map((bytes, i) => {
+      try {
+        return parseTx(bytes);
+      } catch (err) {
+        throw txs.length > 1 && err instanceof HlError ? new HlError(err.code, `tx ${i}: ${err.message}`, { issues: err.issues }) : err;
+      }
+    });
+    if (pool && parsed.length >= 16) await preverifySignatures(parsed, this.state, pool, this.signatures);
+    return parsed.map((tx, i) => {
+      try {
+        return this.admit(tx);
+      } catch (err) {
+        throw txs.length > 1 && err instanceof HlError ? new HlError(err.code, `tx ${i}: ${err.message}`, { issues: err.issues }) : err;
+      }
+    });
+  }
+
+  private admit(tx: ParsedTx): ParsedTx {
     const issues = validateTx(
       tx,
       this.state,

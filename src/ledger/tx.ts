@@ -5,7 +5,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { HlError, fromBase64Url, fromUtf8, newNonce, toBase64Url, toHex, type Issue } from '../kernel/index.js';
-import { canonicalBytes, sha256, signEd25519 } from '../crypto/index.js';
+import { canonicalBytes, canonicalJson, sha256, signEd25519 } from '../crypto/index.js';
 
 /** Largest accepted tx, in bytes of its canonical form. */
 export const maxTxBytes = 64 * 1024;
@@ -102,8 +102,18 @@ export function checkEnvelopeShape(value: unknown): Issue[] {
     add('time', 'time must be an RFC 3339 UTC timestamp');
   }
   if (typeof e.nonce !== 'string' || !/^[A-Za-z0-9_-]{16,64}$/.test(e.nonce)) add('nonce', 'nonce must be 16-64 base64url characters');
-  if (typeof e.sig !== 'string' || !/^[A-Za-z0-9_-]{86}$/.test(e.sig)) add('sig', 'sig must be a base64url Ed25519 signature');
+  if (typeof e.sig !== 'string' || !/^[A-Za-z0-9_-]{86}$/.test(e.sig) || !decodesStrictly(e.sig)) {
+    add('sig', 'sig must be a base64url Ed25519 signature');
+  }
   return issues;
+}
+
+function decodesStrictly(b64url: string): boolean {
+  try {
+    return fromBase64Url(b64url).length === 64;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -124,15 +134,33 @@ export function parseTx(input: Uint8Array | string): ParsedTx {
     throw new HlError('invalid', `malformed tx: ${issues.map((i) => `${i.expression}: ${i.message}`).join('; ')}`, { issues });
   }
   const envelope = value as TxEnvelope;
-  let bytes: Uint8Array;
+  const { bytes, signedBytes } = canonicalForms(envelope);
+  if (bytes.length > maxTxBytes) throw new HlError('too-costly', `tx is larger than ${maxTxBytes} bytes`);
+  return { envelope, bytes, signedBytes, id: toHex(sha256(signedBytes)) };
+}
+
+const textEncoder = new TextEncoder();
+
+/**
+ * JCS of the envelope with and without `sig`, canonicalizing the body only once. The top level has a fixed,
+ * checked set of members, so it is assembled here in RFC 8785 order (body, nonce, sig, signer, time, type,
+ * v); its string values are serialized as JSON.stringify does, which is what RFC 8785 §3.2.2.2 specifies.
+ */
+function canonicalForms(envelope: TxEnvelope): { bytes: Uint8Array; signedBytes: Uint8Array } {
+  let body: string;
+  let signer: string;
   try {
-    bytes = canonicalBytes(envelope);
+    body = canonicalJson(envelope.body);
+    signer = canonicalJson(envelope.signer);
   } catch (cause) {
     throw new HlError('invalid', 'tx cannot be canonicalized (RFC 8785)', { cause });
   }
-  if (bytes.length > maxTxBytes) throw new HlError('too-costly', `tx is larger than ${maxTxBytes} bytes`);
-  const signedBytes = canonicalBytes(unsignedOf(envelope));
-  return { envelope, bytes, signedBytes, id: toHex(sha256(signedBytes)) };
+  const head = `{"body":${body},"nonce":${JSON.stringify(envelope.nonce)},`;
+  const tail = `"signer":${signer},"time":${JSON.stringify(envelope.time)},"type":${JSON.stringify(envelope.type)},"v":1}`;
+  return {
+    bytes: textEncoder.encode(`${head}"sig":${JSON.stringify(envelope.sig)},${tail}`),
+    signedBytes: textEncoder.encode(head + tail),
+  };
 }
 
 /** The raw signature bytes of an envelope. */
