@@ -28,17 +28,8 @@ import {
   type Ed25519PrivateJwk,
   type Ed25519PublicJwk,
 } from './index.js';
+import { hlErrorOf } from '../../test/hl-error.js';
 
-/** Runs `fn` and returns the HlError it throws (fails the test if it throws nothing or something else). */
-function hlErrorOf(fn: () => unknown): HlError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(HlError);
-    return err as HlError;
-  }
-  throw new Error('expected an HlError, nothing was thrown');
-}
 
 const hex = (b: Uint8Array): string => toHex(b);
 

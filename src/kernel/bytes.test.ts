@@ -15,17 +15,8 @@ import {
   uint64BE,
   utf8,
 } from './index.js';
+import { hlErrorOf } from '../../test/hl-error.js';
 
-/** Runs `fn` and returns the HlError it throws (fails the test if it does not throw one). */
-function hlErrorOf(fn: () => unknown): HlError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(HlError);
-    return err as HlError;
-  }
-  throw new Error('expected an HlError, nothing was thrown');
-}
 
 const ascii = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'latin1'));
 
