@@ -28,6 +28,9 @@ import {
   type TxReceipt,
 } from './ledger/index.js';
 import { LocalOrderer, type Orderer } from './ordering/index.js';
+import { buildServer } from './api/index.js';
+import { checkScope, issueToken } from './auth/index.js';
+import type { FastifyInstance } from 'fastify';
 
 /** Re-exported for the CLI, which reaches the kernel only through the composition root. */
 export { isHlError };
@@ -288,4 +291,62 @@ export async function verifyDataDir(
     await pool.close();
     store.close();
   }
+}
+
+/** A node serving HTTP. */
+export interface RunningNode {
+  node: HealthledgerNode;
+  server: FastifyInstance;
+  /** Base URL, e.g. http://127.0.0.1:8080 */
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Opens the node in `dataDir` and serves its HTTP API on `host:port` (port 0 picks a free one). */
+export async function startNode(options: { dataDir: string; port?: number; host?: string; clock?: Clock; log?: Logger }): Promise<RunningNode> {
+  const clock = options.clock ?? systemClock;
+  const log = options.log ?? createLogger();
+  const node = await openNode({ dataDir: options.dataDir, clock, log });
+  let server: FastifyInstance;
+  try {
+    server = await buildServer({ orgId: node.config.orgId, ledger: node.ledger, publicKey: node.keyPair.publicKey, clock, log });
+    await server.listen({ port: options.port ?? 8080, host: options.host ?? '127.0.0.1' });
+  } catch (err) {
+    await node.close();
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new HlError('conflict', `port ${options.port} is already in use; choose another with --port`);
+    }
+    throw err;
+  }
+  const address = server.server.address();
+  if (address === null || typeof address === 'string') throw new HlError('exception', 'server is not listening on TCP');
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    node,
+    server,
+    url: `http://${host}:${address.port}`,
+    async close() {
+      await server.close();
+      await node.close();
+    },
+  };
+}
+
+/** Default lifetime of `healthledger token` tokens: long enough for an administrator's working day. */
+export const adminTokenTtlSeconds = 12 * 60 * 60;
+
+/** A bearer token for local administration, signed by the node's organization key. */
+export async function issueAdminToken(options: { dataDir: string; scope?: string; clock?: Clock }): Promise<string> {
+  const config = readConfig(options.dataDir);
+  const keyPair = readOrgKey(options.dataDir);
+  return issueToken(
+    {
+      orgId: config.orgId,
+      privateKey: keyPair.privateKey,
+      keyId: keyPair.keyId,
+      ttlSeconds: adminTokenTtlSeconds,
+      nowMs: (options.clock ?? systemClock).nowMs(),
+    },
+    { sub: 'admin', scope: checkScope(options.scope ?? 'user/*.cruds') },
+  );
 }

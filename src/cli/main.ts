@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
-import { initNode, isHlError, verifyDataDir } from '../node.js';
+import { initNode, isHlError, issueAdminToken, startNode, verifyDataDir } from '../node.js';
 import { runBench } from '../bench/index.js';
 
 /** Exit codes. */
@@ -91,6 +91,36 @@ function buildProgram(out: (s: string) => void): Command {
     });
 
   program
+    .command('start')
+    .description("serve a node's HTTP API (ledger now; FHIR as it lands) until interrupted")
+    .requiredOption('--data <dir>', "the node's data directory")
+    .option('--port <port>', 'TCP port (0 picks a free one)', '8080')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .action(async (opts: { data: string; port: string; host: string }) => {
+      if (!/^\d{1,5}$/.test(opts.port) || Number(opts.port) > 65535) throw new HlErrorForCli('--port must be a number from 0 to 65535');
+      const running = await startNode({ dataDir: opts.data, port: Number(opts.port), host: opts.host });
+      out(`${running.node.config.orgId} serving at ${running.url}\n  ledger: ${running.url}/ledger/checkpoint\n  stop with Ctrl-C\n`);
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          void running.close().then(resolve);
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+    });
+
+  program
+    .command('token')
+    .description('print a bearer token for local administration, signed by the node key (valid 12 h)')
+    .requiredOption('--data <dir>', "the node's data directory")
+    .option('--scope <scope>', 'SMART scopes, space-separated', 'user/*.cruds')
+    .action(async (opts: { data: string; scope: string }) => {
+      out(`${await issueAdminToken({ dataDir: opts.data, scope: opts.scope })}\n`);
+    });
+
+  program
     .command('bench')
     .description('measure the performance budgets of DESIGN.md §10 and print them as a table')
     .option('--quick', 'smaller sizes, for a fast look')
@@ -101,6 +131,9 @@ function buildProgram(out: (s: string) => void): Command {
   return program;
 }
 
+/** A usage problem found by the CLI itself. */
+class HlErrorForCli extends Error {}
+
 /** Runs the CLI on `argv` (as process.argv); returns the exit code. */
 export async function run(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
   const program = buildProgram(out);
@@ -108,6 +141,10 @@ export async function run(argv: string[], out: (s: string) => void = (s) => proc
     await program.parseAsync(argv);
     return Number(process.exitCode ?? ExitCode.ok);
   } catch (err) {
+    if (err instanceof HlErrorForCli) {
+      process.stderr.write(`healthledger: ${err.message}\n`);
+      return ExitCode.usage;
+    }
     if (err instanceof CommanderError) {
       return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
     }

@@ -7,6 +7,7 @@
 export const ErrorCode = {
   invalid: 'invalid',
   notFound: 'not-found',
+  login: 'login',
   forbidden: 'forbidden',
   conflict: 'conflict',
   tooCostly: 'too-costly',

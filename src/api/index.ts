@@ -1,0 +1,7 @@
+/**
+ * @module api
+ * The HTTP server: routes for /fhir, /ledger, /exchange, /auth and the UI's static files; the only place
+ * errors become HTTP. May import everything except cli.
+ */
+export { buildServer, type ApiDeps } from './server.js';
+export { httpErrorOf, outcomeOf, type OperationOutcome } from './errors.js';

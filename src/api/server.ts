@@ -1,0 +1,61 @@
+/**
+ * The HTTP server of a node (fastify): `/ledger` now; `/fhir`, `/exchange`, `/auth` and the UI as their
+ * issues land. Dependencies come in through `ApiDeps`; the server holds no state of its own.
+ */
+import type { KeyObject } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { HlError, type Clock } from '../kernel/index.js';
+import type { Ledger } from '../ledger/index.js';
+import { verifyToken, type VerifiedToken } from '../auth/index.js';
+import { handleError, handleNotFound } from './errors.js';
+import { registerLedgerRoutes } from './ledger-routes.js';
+
+/** What the API needs from the node. */
+export interface ApiDeps {
+  orgId: string;
+  ledger: Ledger;
+  /** Verifies bearer tokens this node issued. */
+  publicKey: KeyObject;
+  clock: Clock;
+  log: FastifyBaseLogger;
+  /** Largest accepted request body. */
+  maxBodyBytes?: number;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    token?: VerifiedToken;
+  }
+}
+
+/** Builds (does not start) the node's HTTP server. */
+export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.log,
+    bodyLimit: deps.maxBodyBytes ?? 8 * 1024 * 1024,
+    // Query strings like `_id=a,b` and repeated parameters are parsed by the routes themselves.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
+  });
+  app.setErrorHandler(handleError);
+  app.setNotFoundHandler(handleNotFound);
+  app.addContentTypeParser(['application/fhir+json', 'application/json-patch+json'], { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, JSON.parse(body as string));
+    } catch {
+      done(new HlError('invalid', 'request body is not valid JSON'), undefined);
+    }
+  });
+
+  // Every /fhir request but the CapabilityStatement needs a bearer token from this node.
+  app.addHook('onRequest', async (req) => {
+    const path = req.url.split('?')[0]!;
+    if (!path.startsWith('/fhir') || path === '/fhir/metadata') return;
+    const header = req.headers.authorization;
+    const match = typeof header === 'string' ? /^Bearer ([A-Za-z0-9._-]+)$/.exec(header) : null;
+    if (!match) throw new HlError('login', 'a bearer token is required (run: healthledger token --data DIR)');
+    req.token = await verifyToken(match[1]!, { orgId: deps.orgId, publicKey: deps.publicKey, nowMs: deps.clock.nowMs() });
+  });
+
+  registerLedgerRoutes(app, deps.ledger);
+  return app;
+}
