@@ -30,6 +30,7 @@ import {
 import { LocalOrderer, type Orderer } from './ordering/index.js';
 import { buildServer } from './api/index.js';
 import { checkScope, issueToken } from './auth/index.js';
+import { generatePatientBundle } from './synth/index.js';
 import type { FastifyInstance } from 'fastify';
 
 /** Re-exported for the CLI, which reaches the kernel only through the composition root. */
@@ -349,4 +350,31 @@ export async function issueAdminToken(options: { dataDir: string; scope?: string
     },
     { sub: 'admin', scope: checkScope(options.scope ?? 'user/*.cruds') },
   );
+}
+
+/**
+ * Writes `patients` deterministic synthetic patients as FHIR transaction bundles, one file each
+ * (`patient-000001.json`, ...), into `outDir`. Returns the number of resources written.
+ */
+export function writeSynthBundles(options: {
+  patients: number;
+  seed: number;
+  outDir: string;
+  onProgress?: (done: number, total: number) => void;
+}): { files: number; resources: number } {
+  if (!Number.isSafeInteger(options.patients) || options.patients < 1 || options.patients > 1_000_000) {
+    throw new HlError('invalid', '--patients must be a whole number from 1 to 1,000,000');
+  }
+  if (!Number.isSafeInteger(options.seed) || options.seed < 0 || options.seed > 0xffffffff) {
+    throw new HlError('invalid', '--seed must be a whole number from 0 to 4294967295');
+  }
+  mkdirSync(options.outDir, { recursive: true });
+  let resources = 0;
+  for (let i = 1; i <= options.patients; i++) {
+    const bundle = generatePatientBundle(options.seed, i);
+    resources += bundle.entry.length;
+    writeFileSync(join(options.outDir, `patient-${String(i).padStart(6, '0')}.json`), `${JSON.stringify(bundle, null, 1)}\n`);
+    options.onProgress?.(i, options.patients);
+  }
+  return { files: options.patients, resources };
 }

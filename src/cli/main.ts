@@ -7,16 +7,16 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
-import { initNode, isHlError, issueAdminToken, startNode, verifyDataDir } from '../node.js';
+import { initNode, isHlError, issueAdminToken, startNode, verifyDataDir, writeSynthBundles } from '../node.js';
 import { runBench } from '../bench/index.js';
 
 /** Exit codes. */
 export const ExitCode = { ok: 0, failed: 1, usage: 2 } as const;
 
-function progressBar(label: string): { update(done: number, total: number): void; stop(): void } {
+function progressBar(label: string, unit: string): { update(done: number, total: number): void; stop(): void } {
   if (!process.stderr.isTTY) return { update() {}, stop() {} };
   const bar = new cliProgress.SingleBar(
-    { format: `${label} [{bar}] {percentage}% | {value}/{total} blocks | {eta_formatted} left`, stream: process.stderr, hideCursor: true },
+    { format: `${label} [{bar}] {percentage}% | {value}/{total} ${unit} | {eta_formatted} left`, stream: process.stderr, hideCursor: true },
     cliProgress.Presets.shades_classic,
   );
   let started = false;
@@ -68,7 +68,7 @@ function buildProgram(out: (s: string) => void): Command {
     .option('--checkpoint <file...>', 'signed checkpoints obtained elsewhere that the ledger must match')
     .action(async (opts: { data: string; checkpoint?: string[] }) => {
       const trusted = (opts.checkpoint ?? []).map((f) => readFileSync(f, 'utf8'));
-      const bar = progressBar('verifying');
+      const bar = progressBar('verifying', 'blocks');
       const started = performance.now();
       let report;
       try {
@@ -88,6 +88,28 @@ function buildProgram(out: (s: string) => void): Command {
         `verified: ${report.blocks} blocks, ${report.txs} txs, ${report.entries} entries, ${report.checkpoints} checkpoints ` +
           `in ${seconds.toFixed(2)} s; tree size ${report.treeSize}, root ${report.root}\n`,
       );
+    });
+
+  program
+    .command('synth')
+    .description('write deterministic synthetic patients as FHIR R4 transaction bundles, one file per patient')
+    .requiredOption('--patients <n>', 'how many patients')
+    .requiredOption('--out <dir>', 'output directory')
+    .option('--seed <s>', 'random seed (same seed, same bytes)', '1')
+    .action((opts: { patients: string; seed: string; out: string }) => {
+      const bar = progressBar('generating', 'patients');
+      let result;
+      try {
+        result = writeSynthBundles({
+          patients: /^\d+$/.test(opts.patients) ? Number(opts.patients) : Number.NaN,
+          seed: /^\d+$/.test(opts.seed) ? Number(opts.seed) : Number.NaN,
+          outDir: opts.out,
+          onProgress: (d, t) => bar.update(d, t),
+        });
+      } finally {
+        bar.stop();
+      }
+      out(`wrote ${result.files} patients (${result.resources} resources) to ${opts.out}\n`);
     });
 
   program
