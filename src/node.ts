@@ -5,10 +5,11 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { HlError, isHlError, orgIdFromName, randomBytes, systemClock, toBase64, toHex, type Clock } from './kernel/index.js';
+import { HlError, fromBase64, isHlError, orgIdFromName, randomBytes, systemClock, toBase64, toHex, type Clock } from './kernel/index.js';
 import {
   Ed25519VerifierPool,
   exportPem,
+  hmacSha256,
   exportPublicJwk,
   generateAesKey,
   generateEd25519KeyPair,
@@ -19,6 +20,7 @@ import {
   Ledger,
   TxType,
   auditLedger,
+  type ParsedTx,
   openSqliteLedgerStore,
   parseTx,
   signTx,
@@ -28,9 +30,12 @@ import {
   type TxReceipt,
 } from './ledger/index.js';
 import { LocalOrderer, type Orderer } from './ordering/index.js';
-import { buildServer } from './api/index.js';
+import { buildCapabilityStatement, buildServer } from './api/index.js';
 import { checkScope, issueToken } from './auth/index.js';
 import { generatePatientBundle } from './synth/index.js';
+import { openSqliteRecordStore, type RecordStore } from './store/index.js';
+import { isResourceType, loadDefinitions, patientCompartmentOf, resourceTypes, validateResource } from './fhir/index.js';
+import { LedgeredRepository, type RecordCommitBody, type Resource } from './repository/index.js';
 import type { FastifyInstance } from 'fastify';
 
 /** Re-exported for the CLI, which reaches the kernel only through the composition root. */
@@ -54,7 +59,24 @@ const files = {
   genesis: 'genesis.json',
   orgKey: join('keys', 'org-key.pem'),
   kek: join('keys', 'kek.key'),
+  pseudonymKey: join('keys', 'pseudonym.key'),
 };
+
+function readSecret(dataDir: string, file: string, what: string, createIfMissing: boolean): Uint8Array {
+  const path = join(dataDir, file);
+  if (!existsSync(path)) {
+    if (!createIfMissing) throw new HlError('not-found', `${what} not found at ${path}`);
+    writeFileSync(path, `${toBase64(generateAesKey())}\n`, { mode: 0o600 });
+  }
+  let key: Uint8Array;
+  try {
+    key = fromBase64(readFileSync(path, 'utf8').trim());
+  } catch {
+    throw new HlError('invalid', `${what} at ${path} is not base64`);
+  }
+  if (key.length !== 32) throw new HlError('invalid', `${what} at ${path} is not a 32-byte key`);
+  return key;
+}
 
 /** The default logger: structured JSON, quiet unless HEALTHLEDGER_LOG_LEVEL says otherwise. */
 export function createLogger(): Logger {
@@ -97,6 +119,11 @@ function readOrgKey(dataDir: string): Ed25519KeyPair {
   return importEd25519PrivateKey(pem);
 }
 
+/** The ledger pseudonym of a local patient id: HMAC-SHA-256 under the node's pseudonym key, truncated. */
+export function patientPseudonym(key: Uint8Array, patientId: string): string {
+  return `psn-${toHex(hmacSha256(key, new TextEncoder().encode(`patient|${patientId}`)).subarray(0, 16))}`;
+}
+
 /** A running node: its ledger, orderer and the loop that applies ordered batches. */
 export class HealthledgerNode {
   readonly config: NodeConfig;
@@ -105,6 +132,10 @@ export class HealthledgerNode {
   readonly orderer: Orderer;
   readonly keyPair: Ed25519KeyPair;
   readonly log: Logger;
+  /** Encrypted records, in the ledger's database. */
+  readonly records: RecordStore;
+  /** The only path to records. */
+  readonly repository: LedgeredRepository;
   private readonly store: LedgerStore;
   private readonly abort = new AbortController();
   private readonly loop: Promise<void>;
@@ -121,6 +152,9 @@ export class HealthledgerNode {
     store: LedgerStore;
     keyPair: Ed25519KeyPair;
     log: Logger;
+    records: RecordStore;
+    pseudonymKey: Uint8Array;
+    clock: Clock;
   }) {
     this.config = parts.config;
     this.dataDir = parts.dataDir;
@@ -129,6 +163,19 @@ export class HealthledgerNode {
     this.store = parts.store;
     this.keyPair = parts.keyPair;
     this.log = parts.log;
+    this.records = parts.records;
+    this.repository = new LedgeredRepository({
+      store: parts.records,
+      ledger: parts.ledger,
+      clock: parts.clock,
+      validate: validateResource,
+      patientOf: (r: Resource) => patientCompartmentOf(r),
+      pseudonymOf: (patientId: string) => patientPseudonym(parts.pseudonymKey, patientId),
+      committer: {
+        sign: (bodies) => bodies.map((b) => this.signOwn(TxType.recordCommit, b)),
+        submit: (txs) => this.submitParsed(txs),
+      },
+    });
     this.loop = this.applyLoop();
   }
 
@@ -182,6 +229,34 @@ export class HealthledgerNode {
     });
   }
 
+  /** Signs a tx as this organization, telling the ledger the signature is its own (no re-verification). */
+  private signOwn(type: string, body: RecordCommitBody | Record<string, unknown>): ParsedTx {
+    const tx = signTx(
+      { type, body: body as unknown as Record<string, unknown>, signer: { kind: 'org', id: this.config.orgId, keyId: this.keyPair.keyId } },
+      this.keyPair.privateKey,
+    );
+    this.ledger.trustOwnSignature(tx);
+    return tx;
+  }
+
+  /** Submits txs this node signed itself. */
+  private submitParsed(txs: readonly ParsedTx[]): Promise<TxReceipt[]> {
+    return this.submit(txs.map((t) => t.bytes));
+  }
+
+  /**
+   * Crash recovery of the record write protocol: a pending version whose commitment made it onto the
+   * ledger is marked committed; any other was never acknowledged and is dropped.
+   */
+  async recoverPendingRecords(): Promise<{ committed: number; dropped: number }> {
+    const pending = await this.records.pendingVersions();
+    const onLedger = pending.filter((p) => p.txId !== null && this.store.txById(p.txId)?.valid === true).map((p) => p.txId!);
+    const dropped = pending.filter((p) => p.txId === null || !onLedger.includes(p.txId)).map((p) => p.txId).filter((t): t is string => t !== null);
+    const committed = onLedger.length > 0 ? await this.records.markCommitted(onLedger) : 0;
+    if (dropped.length > 0) await this.records.dropPending({ txIds: dropped });
+    return { committed, dropped: pending.length - onLedger.length };
+  }
+
   /** Signs a tx as this organization. */
   signAsOrg(type: string, body: Record<string, unknown>): TxEnvelope {
     return signTx({ type, body, signer: { kind: 'org', id: this.config.orgId, keyId: this.keyPair.keyId } }, this.keyPair.privateKey)
@@ -211,9 +286,29 @@ export async function openNode(options: { dataDir: string; clock?: Clock; log?: 
     store.close();
     throw err;
   }
+  let records: RecordStore;
+  try {
+    records = await openSqliteRecordStore({ db: store.db, kek: readSecret(dataDir, files.kek, 'key-encryption key', false), clock });
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+  const pseudonymKey = readSecret(dataDir, files.pseudonymKey, 'pseudonym key', true);
   const orderer = new LocalOrderer({ file: join(dataDir, config.ordererLog), proposer: config.orgId, clock });
-  const node = new HealthledgerNode({ config, dataDir, ledger, orderer, store, keyPair, log: options.log ?? createLogger() });
+  const node = new HealthledgerNode({
+    config,
+    dataDir,
+    ledger,
+    orderer,
+    store,
+    keyPair,
+    log: options.log ?? createLogger(),
+    records,
+    pseudonymKey,
+    clock,
+  });
   await node.waitForHeight(orderer.lastHeight());
+  await node.recoverPendingRecords();
   return node;
 }
 
@@ -307,10 +402,24 @@ export interface RunningNode {
 export async function startNode(options: { dataDir: string; port?: number; host?: string; clock?: Clock; log?: Logger }): Promise<RunningNode> {
   const clock = options.clock ?? systemClock;
   const log = options.log ?? createLogger();
+  // Index the R4 definitions now (about a second) rather than on the first request.
+  loadDefinitions();
   const node = await openNode({ dataDir: options.dataDir, clock, log });
   let server: FastifyInstance;
   try {
-    server = await buildServer({ orgId: node.config.orgId, ledger: node.ledger, publicKey: node.keyPair.publicKey, clock, log });
+    const capability = buildCapabilityStatement({
+      resourceTypes,
+      software: { name: 'Healthledger', version: '0.1.0' },
+      date: new Date(clock.nowMs()).toISOString(),
+    });
+    server = await buildServer({
+      orgId: node.config.orgId,
+      ledger: node.ledger,
+      publicKey: node.keyPair.publicKey,
+      clock,
+      log,
+      fhir: { repository: node.repository, isResourceType, capabilityStatement: () => capability },
+    });
     await server.listen({ port: options.port ?? 8080, host: options.host ?? '127.0.0.1' });
   } catch (err) {
     await node.close();

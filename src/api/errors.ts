@@ -5,13 +5,17 @@
  */
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { HlError, isHlError, type ErrorCode, type Issue } from '../kernel/index.js';
+import { operationOutcome, type OperationOutcome } from '../fhir/index.js';
 
 const statusByCode: Record<ErrorCode, number> = {
   invalid: 400,
+  processing: 422,
   login: 401,
   forbidden: 403,
   'not-found': 404,
+  deleted: 410,
   conflict: 409,
+  precondition: 412,
   'too-costly': 413,
   'proof-invalid': 422,
   integrity: 500,
@@ -20,39 +24,9 @@ const statusByCode: Record<ErrorCode, number> = {
   fork: 503,
 };
 
-/** FHIR IssueType for each error code (http://hl7.org/fhir/R4/valueset-issue-type.html). */
-const issueTypeByCode: Record<ErrorCode, string> = {
-  invalid: 'invalid',
-  login: 'login',
-  forbidden: 'forbidden',
-  'not-found': 'not-found',
-  conflict: 'conflict',
-  'too-costly': 'too-costly',
-  'proof-invalid': 'invalid',
-  integrity: 'exception',
-  exception: 'exception',
-  pushback: 'transient',
-  fork: 'transient',
-};
-
-/** A FHIR R4 OperationOutcome. */
-export interface OperationOutcome {
-  resourceType: 'OperationOutcome';
-  issue: { severity: 'fatal' | 'error' | 'warning' | 'information'; code: string; diagnostics?: string; expression?: string[] }[];
-}
-
-/** An OperationOutcome for an error code, its message and its issues. */
+/** An OperationOutcome for an error code, its message and its issues (built by the fhir module). */
 export function outcomeOf(code: ErrorCode, message: string, issues: readonly Issue[] = []): OperationOutcome {
-  const list = issues.length > 0 ? issues : [{ code, message }];
-  return {
-    resourceType: 'OperationOutcome',
-    issue: list.map((i) => ({
-      severity: 'error' as const,
-      code: issueTypeByCode[i.code] ?? 'processing',
-      diagnostics: issues.length > 0 ? i.message : message,
-      ...(i.expression ? { expression: [i.expression] } : {}),
-    })),
-  };
+  return operationOutcome(issues.length > 0 ? issues : [{ code, message }]);
 }
 
 /** Status and body for any thrown value. */

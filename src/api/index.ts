@@ -4,4 +4,6 @@
  * errors become HTTP. May import everything except cli.
  */
 export { buildServer, type ApiDeps } from './server.js';
-export { httpErrorOf, outcomeOf, type OperationOutcome } from './errors.js';
+export { httpErrorOf, outcomeOf } from './errors.js';
+export { buildCapabilityStatement } from './capability.js';
+export type { FhirRouteDeps } from './fhir-routes.js';

@@ -9,6 +9,7 @@ import type { Ledger } from '../ledger/index.js';
 import { verifyToken, type VerifiedToken } from '../auth/index.js';
 import { handleError, handleNotFound } from './errors.js';
 import { registerLedgerRoutes } from './ledger-routes.js';
+import { registerFhirRoutes, type FhirRouteDeps } from './fhir-routes.js';
 
 /** What the API needs from the node. */
 export interface ApiDeps {
@@ -20,6 +21,8 @@ export interface ApiDeps {
   log: FastifyBaseLogger;
   /** Largest accepted request body. */
   maxBodyBytes?: number;
+  /** The FHIR REST API; without it /fhir answers 404. */
+  fhir?: FhirRouteDeps;
 }
 
 declare module 'fastify' {
@@ -38,6 +41,8 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   });
   app.setErrorHandler(handleError);
   app.setNotFoundHandler(handleNotFound);
+  // FHIR bodies are JSON only: anything else is 415 Unsupported Media Type.
+  app.removeContentTypeParser('text/plain');
   app.addContentTypeParser(['application/fhir+json', 'application/json-patch+json'], { parseAs: 'string' }, (_req, body, done) => {
     try {
       done(null, JSON.parse(body as string));
@@ -57,5 +62,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   });
 
   registerLedgerRoutes(app, deps.ledger);
+  if (deps.fhir) registerFhirRoutes(app, deps.fhir);
   return app;
 }

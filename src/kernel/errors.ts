@@ -6,10 +6,16 @@
 /** Stable error codes. FHIR IssueType words plus the ledger's own. */
 export const ErrorCode = {
   invalid: 'invalid',
+  /** Well-formed but not acceptable: validation against the FHIR definitions failed (HTTP 422). */
+  processing: 'processing',
   notFound: 'not-found',
+  /** The resource existed and was deleted (HTTP 410). */
+  deleted: 'deleted',
   login: 'login',
   forbidden: 'forbidden',
   conflict: 'conflict',
+  /** A precondition of the request (If-Match) does not hold (HTTP 412). */
+  precondition: 'precondition',
   tooCostly: 'too-costly',
   exception: 'exception',
   proofInvalid: 'proof-invalid',

@@ -303,8 +303,12 @@ const rules: Record<string, Rule> = {
     const body = tx.envelope.body;
     const signer = signerMember(tx, state, issues);
     if (signer) checkSignature(tx, signer, scope);
-    for (const k of ['patient', 'resourceType', 'id', 'versionId'] as const) {
+    for (const k of ['resourceType', 'id', 'versionId'] as const) {
       if (typeof body[k] !== 'string' || !fhirId.test(body[k] as string)) issues.push(issue(`body.${k}`, 'must be an id'));
+    }
+    // A pseudonymous patient id, absent for resources outside any patient compartment.
+    if (body.patient !== undefined && (typeof body.patient !== 'string' || !fhirId.test(body.patient))) {
+      issues.push(issue('body.patient', 'must be a pseudonymous patient id'));
     }
     if (typeof body.commitment !== 'string' || !hex64.test(body.commitment)) {
       issues.push(issue('body.commitment', 'must be a hex SHA-256 commitment'));

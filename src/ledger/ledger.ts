@@ -7,7 +7,7 @@ import { HlError, toHex, type Clock } from '../kernel/index.js';
 import { rawPublicKey, sha256, signEd25519, type Ed25519KeyPair, type Ed25519VerifierPool } from '../crypto/index.js';
 import { preverifySignatures } from './preverify.js';
 import { blockHash, genesisPrevHash, txsHash, type BlockHeader, type OrderedBatch, type StoredTx } from './block.js';
-import { VerifiedSignatures, applyTx, validateTx } from './contracts.js';
+import { VerifiedSignatures, applyTx, signatureMemoKey, validateTx } from './contracts.js';
 import {
   MerkleFrontier,
   consistencyProof,
@@ -273,6 +273,14 @@ export class Ledger {
   rootAt(treeSize: number): Uint8Array {
     if (treeSize > this.frontier.size) throw new HlError('not-found', `tree size ${treeSize} is beyond the ledger`);
     return this.store.read(() => rootHash(nodeHasher, this.store, treeSize));
+  }
+
+  /**
+   * Records that this node itself just produced the signature on `tx` with its own key, so admission and
+   * apply need not verify it again (it is valid by construction; the audit still re-verifies everything).
+   */
+  trustOwnSignature(tx: ParsedTx): void {
+    if (tx.envelope.signer.keyId === this.signer.keyPair.keyId) this.signatures.add(signatureMemoKey(tx, this.signer.keyPair.keyId));
   }
 
   /** Validates tx bytes against the current state without ordering them (admission check at submit). */

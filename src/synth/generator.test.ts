@@ -40,7 +40,7 @@ describe('synthetic patients', () => {
 
   it('use LOINC for observations, RxNorm for medications and carry no clock-dependent value', () => {
     const b = generatePatientBundle(5, 1);
-    const obs = b.entry.filter((e) => e.resource.resourceType === 'Observation').map((e) => e.resource as { code: { coding: { system: string }[] } });
+    const obs = b.entry.filter((e) => e.resource.resourceType === 'Observation').map((e) => e.resource as unknown as { code: { coding: { system: string }[] } });
     expect(obs.length).toBeGreaterThan(0);
     expect(obs.every((o) => o.code.coding[0]!.system === 'http://loinc.org')).toBe(true);
     const text = JSON.stringify(b);

@@ -1,0 +1,38 @@
+/**
+ * The CapabilityStatement at /fhir/metadata (http://hl7.org/fhir/R4/capabilitystatement.html). Truthful:
+ * it lists exactly the interactions this server implements today, for every R4 resource type.
+ */
+
+/** Builds the CapabilityStatement for `resourceTypes`. */
+export function buildCapabilityStatement(options: { resourceTypes: readonly string[]; software: { name: string; version: string }; date: string }) {
+  const interactions = ['read', 'vread', 'update', 'delete', 'history-instance', 'create'].map((code) => ({ code }));
+  return {
+    resourceType: 'CapabilityStatement',
+    status: 'active',
+    date: options.date,
+    kind: 'instance',
+    software: options.software,
+    fhirVersion: '4.0.1',
+    format: ['application/fhir+json', 'json'],
+    rest: [
+      {
+        mode: 'server',
+        security: {
+          description:
+            'Bearer tokens signed by the node key (healthledger token). Every request except /fhir/metadata needs one. SMART on FHIR login is not implemented yet.',
+        },
+        resource: options.resourceTypes.map((type) => ({
+          type,
+          interaction: interactions,
+          versioning: 'versioned',
+          readHistory: true,
+          updateCreate: false,
+          conditionalCreate: false,
+          conditionalUpdate: false,
+          conditionalDelete: 'not-supported',
+          operation: [{ name: 'proof', definition: 'urn:healthledger:operation:proof' }],
+        })),
+      },
+    ],
+  };
+}

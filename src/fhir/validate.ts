@@ -1,0 +1,591 @@
+/**
+ * Validation of FHIR R4 resources (JSON, http://hl7.org/fhir/R4/validation.html): @medplum/core's validator
+ * against the R4 StructureDefinitions, plus our own pass over the same schema for what it leaves out or gets
+ * wrong — required terminology bindings, reference syntax, resource ids, nested resource types, JSON shapes
+ * it mis-reports or throws on, empty strings and arrays, several types for one choice element, narrative
+ * XHTML. Every issue found is returned, each with the path of the element in the resource.
+ */
+import {
+  capitalize,
+  isPrimitiveType,
+  OperationOutcomeError,
+  tryGetDataType,
+  validateResource as medplumValidateResource,
+  type InternalSchemaElement,
+  type InternalTypeSchema,
+} from '@medplum/core';
+import type { ElementDefinitionBinding, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
+import type { Issue } from '../kernel/index.js';
+import { loadDefinitions, terminology } from './definitions.js';
+import type { IssueType } from './outcome.js';
+import { isResourceType } from './resource-types.js';
+import { ValueSetExpander } from './value-sets.js';
+
+/**
+ * A validation issue: kernel's `Issue` (code always `invalid`) plus the finer FHIR IssueType
+ * (`structure`, `required`, `value`, `code-invalid`, `invariant`, `processing`) for OperationOutcome.
+ * `expression` is a path into the resource as sent: element names as in the JSON, array indexes in
+ * brackets, a choice element by its JSON name (`Observation.valueQuantity.value`), nested resources by
+ * their position (`Bundle.entry[2].resource.status`). Messages name paths, types and value sets, never
+ * the values.
+ */
+export interface FhirIssue extends Issue {
+  issueType: IssueType;
+}
+
+/** FHIR `id` (datatypes.html#id). */
+const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
+const idChars = '[A-Za-z0-9\\-.]{1,64}';
+/** `Type/id` and `Type/id/_history/vid` (references.html#literal). */
+const relativeReference = new RegExp(`^([A-Za-z]+)/${idChars}(?:/_history/${idChars})?$`);
+/** `Type?search` (conditional references in transactions, http.html#trules). */
+const conditionalReference = /^([A-Za-z]+)\?\S+$/;
+/** A reference to a contained resource (`#id`) or to the container (`#`). */
+const localReference = new RegExp(`^#(?:${idChars})?$`);
+const absoluteUri = /^[A-Za-z][A-Za-z0-9+.-]*:\S+$/;
+const uuidUri = /^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+const oidUri = /^urn:oid:[0-2](\.(0|[1-9]\d*))+$/;
+const httpUrl = /^https?:\/\/[^\s/]+/;
+
+/** Narrative.div: one XHTML <div> in the XHTML namespace (narrative.html#xhtml, constraint txt-1). */
+const xhtmlDivStart = /^\s*<div(\s[^>]*)?>/;
+const xhtmlNamespace = /\sxmlns\s*=\s*(["'])http:\/\/www\.w3\.org\/1999\/xhtml\1/;
+/** Active content narrative.html#xhtml forbids: scripts, frames, forms, objects, event handler attributes. */
+const xhtmlActiveContent =
+  /<\s*(script|iframe|frame|frameset|object|embed|applet|form|input|button|textarea|select|style|link|meta|base)\b|\son[a-z]+\s*=/i;
+
+/**
+ * Deeper JSON is refused before any recursive walk, so that no input can overflow the stack (a 1 MB body
+ * can nest ~100k levels). Real resources stay far below: a Questionnaire ten items deep is ~25 levels.
+ */
+const maxDepth = 128;
+
+/** True when `value` nests objects and arrays deeper than `limit` levels (iterative, cycle-safe). */
+function nestsDeeperThan(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (typeof node !== 'object' || node === null) continue;
+    if (depth > limit) return true;
+    for (const child of Array.isArray(node) ? node : Object.values(node)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    }
+  }
+  return false;
+}
+
+/** The stand-in for a nested resource that cannot be handed to @medplum/core (it throws on unknown types). */
+const placeholderResource = { resourceType: 'Parameters' };
+
+interface ResolvedKey {
+  element: InternalSchemaElement;
+  typeCode: string;
+  /** For `valueQuantity`: `value`. */
+  choiceBase?: string;
+  /** `_gender`: the extension and id of primitive `gender` (json.html#primitive). */
+  primitiveExtension: boolean;
+}
+
+/** Resolved keys per type. Only known keys are cached, so unknown keys in input cannot grow it. */
+const resolvedKeys = new WeakMap<InternalTypeSchema, Map<string, ResolvedKey>>();
+
+/** The element a JSON property name stands for in this type, or null when the type has no such element. */
+function resolveKey(schema: InternalTypeSchema, key: string): ResolvedKey | null {
+  let perSchema = resolvedKeys.get(schema);
+  if (!perSchema) {
+    perSchema = new Map();
+    resolvedKeys.set(schema, perSchema);
+  }
+  const cached = perSchema.get(key);
+  if (cached) return cached;
+  const resolved = computeResolvedKey(schema, key);
+  if (resolved) perSchema.set(key, resolved);
+  return resolved;
+}
+
+function computeResolvedKey(schema: InternalTypeSchema, key: string): ResolvedKey | null {
+  const primitiveExtension = key.startsWith('_');
+  const name = primitiveExtension ? key.slice(1) : key;
+  if (name.length === 0) return null;
+  const direct = Object.hasOwn(schema.elements, name) && !name.endsWith('[x]') ? schema.elements[name] : undefined;
+  if (direct) {
+    const typeCode = direct.type[0]?.code;
+    // `_name` exists only beside a primitive `name` (json.html#primitive).
+    if (typeCode === undefined || (primitiveExtension && !isPrimitiveType(typeCode))) return null;
+    return { element: direct, typeCode, primitiveExtension };
+  }
+  for (let i = 1; i < name.length; i++) {
+    const ch = name.charCodeAt(i);
+    if (ch < 65 || ch > 90) continue; // a choice suffix starts with a capital letter
+    const base = name.slice(0, i);
+    const choiceName = `${base}[x]`;
+    const element = Object.hasOwn(schema.elements, choiceName) ? schema.elements[choiceName] : undefined;
+    if (!element) continue;
+    const suffix = name.slice(i);
+    const type = element.type.find((t) => capitalize(t.code) === suffix);
+    if (!type || (primitiveExtension && !isPrimitiveType(type.code))) return null;
+    return { element, typeCode: type.code, choiceBase: base, primitiveExtension };
+  }
+  return null;
+}
+
+/**
+ * True for the unknown properties @medplum/core lets through, which we report ourselves. It tests
+ * `key in elements` (and `_key` by `key`) on a plain object, so these pass: names inherited from
+ * Object.prototype (`constructor`, `__proto__`, …), literal choice names (`value[x]`), `_name` beside a
+ * complex element, and `resourceType` inside a non-resource object (skipped everywhere).
+ */
+function isUnknownMissedByMedplum(schema: InternalTypeSchema, key: string): boolean {
+  return key === 'resourceType' || key in schema.elements || (key.startsWith('_') && key.slice(1) in schema.elements);
+}
+
+function jsonKind(value: unknown): string {
+  return value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A place in the resource replaced (array item) or removed (property) in the copy given to @medplum/core. */
+interface Repair {
+  steps: (string | number)[];
+  replacement: unknown;
+  /**
+   * Issues @medplum/core reports at or under this path are consequences of the repair, not the input
+   * (undefined for an unwrapped first item: what is reported there is about the item, so it stands).
+   */
+  path?: string;
+}
+
+/** Repair actions besides a plain replacement value: remove the property, or keep only an array's first item. */
+const removed = Symbol('removed');
+const firstItem = Symbol('firstItem');
+
+/** Walks a resource along its StructureDefinitions, collecting the issues @medplum/core does not report. */
+class SchemaWalker {
+  readonly issues: FhirIssue[] = [];
+  readonly repairs: Repair[] = [];
+  private readonly steps: (string | number)[] = [];
+
+  constructor(private readonly valueSets: ValueSetExpander) {}
+
+  private report(expression: string, issueType: IssueType, message: string): void {
+    this.issues.push({ code: 'invalid', issueType, expression, message });
+  }
+
+  /**
+   * Reports, and takes the value at the current steps (whose path is `repairedPath`) out of what
+   * @medplum/core sees, so that it neither throws nor reports consequences of the same problem.
+   */
+  private reportAndRepair(
+    expression: string,
+    issueType: IssueType,
+    message: string,
+    replacement: unknown,
+    repairedPath = expression,
+  ): void {
+    this.report(expression, issueType, message);
+    this.repairs.push({ steps: [...this.steps], replacement, ...(replacement === firstItem ? {} : { path: repairedPath }) });
+  }
+
+  walkResource(resource: Record<string, unknown>, schema: InternalTypeSchema, path: string): void {
+    const id = resource['id'];
+    if (typeof id === 'string' && id.length > 0 && !idPattern.test(id)) {
+      this.report(`${path}.id`, 'value', 'Invalid id format (1 to 64 of A-Z a-z 0-9 - .)');
+    }
+    this.walkObject(resource, schema, path, true);
+  }
+
+  private walkObject(obj: Record<string, unknown>, schema: InternalTypeSchema, path: string, isResource: boolean): void {
+    let choices: Map<string, string> | undefined;
+    for (const key of Object.keys(obj)) {
+      if (isResource && key === 'resourceType') continue;
+      const keyPath = `${path}.${key}`;
+      const resolved = resolveKey(schema, key);
+      if (!resolved) {
+        // @medplum/core reports every other unknown property itself.
+        if (isUnknownMissedByMedplum(schema, key)) {
+          this.report(keyPath, 'structure', `Invalid additional property "${key}"`);
+        }
+        continue;
+      }
+      const value = obj[key];
+      this.steps.push(key);
+      if (resolved.choiceBase !== undefined && !resolved.primitiveExtension) {
+        choices ??= new Map();
+        const other = choices.get(resolved.choiceBase);
+        if (other !== undefined && other !== key) {
+          this.report(keyPath, 'structure', `Only one type allowed for ${resolved.choiceBase}[x] (found ${other} and ${key})`);
+        }
+        choices.set(resolved.choiceBase, key);
+      }
+      if (resolved.primitiveExtension) {
+        this.checkPrimitiveExtension(value, resolved, keyPath);
+      } else {
+        this.walkProperty(value, resolved, keyPath);
+      }
+      this.steps.pop();
+    }
+  }
+
+  private walkProperty(value: unknown, resolved: ResolvedKey, path: string): void {
+    if (value === null || value === undefined) return; // @medplum/core reports null
+    const { element } = resolved;
+    if (Array.isArray(value)) {
+      if (!element.isArray) {
+        // Validate the first item in the array's place, so a client that wrapped a value in [ ] still
+        // hears about everything else wrong with it.
+        const first: unknown = value[0];
+        const usable = first !== null && first !== undefined && !Array.isArray(first);
+        this.reportAndRepair(path, 'structure', 'Expected single value for property', usable ? firstItem : removed);
+        if (usable) this.visitValue(first, resolved, path, false);
+        return;
+      }
+      if (value.length === 0) {
+        this.reportAndRepair(path, 'structure', 'Invalid empty array', removed);
+        return;
+      }
+      for (let i = 0; i < value.length; i++) {
+        const item: unknown = value[i];
+        if (item === null || item === undefined) continue; // null is allowed beside `_name`; @medplum/core checks
+        this.steps.push(i);
+        this.visitValue(item, resolved, `${path}[${i}]`, true);
+        this.steps.pop();
+      }
+      return;
+    }
+    if (element.isArray) {
+      this.reportAndRepair(path, 'structure', 'Expected array of values for property', removed);
+      return;
+    }
+    this.visitValue(value, resolved, path, false);
+  }
+
+  private visitValue(value: unknown, resolved: ResolvedKey, path: string, inArray: boolean): void {
+    const { typeCode, element } = resolved;
+    if (isPrimitiveType(typeCode)) {
+      if (typeof value === 'object') {
+        const message = `Invalid JSON type: expected a primitive ${typeCode}, but got ${jsonKind(value)}`;
+        this.reportAndRepair(path, 'structure', message, inArray ? null : removed);
+        return;
+      }
+      if (typeof value !== 'string') return; // booleans and numbers: @medplum/core checks them
+      if (value.length === 0) {
+        this.report(path, 'value', 'String must contain non-whitespace content');
+        return;
+      }
+      if (typeCode === 'xhtml') this.checkXhtml(value, path);
+      if (element.binding?.strength === 'required') this.checkCode(value, element.binding, path);
+      return;
+    }
+    if (!isPlainObject(value)) {
+      // A stand-in resource rather than none, so Bundle's bdl-5 (entry needs a resource) stays quiet.
+      const replacement = typeCode === 'Resource' ? placeholderResource : inArray ? {} : removed;
+      const message = `Invalid JSON type: expected an object (${typeCode}), but got ${jsonKind(value)}`;
+      this.reportAndRepair(path, 'structure', message, replacement);
+      return;
+    }
+    if (typeCode === 'Resource') {
+      this.visitNestedResource(value, path);
+      return;
+    }
+    if (element.binding?.strength === 'required') {
+      if (typeCode === 'CodeableConcept') this.checkCodeableConcept(value, element.binding, path);
+      else if (typeCode === 'Coding') this.checkCoding(value, element.binding, path);
+    }
+    if (typeCode === 'Reference') this.checkReference(value, path);
+    const schema = tryGetDataType(typeCode);
+    if (schema) this.walkObject(value, schema, path, false);
+  }
+
+  private visitNestedResource(value: Record<string, unknown>, path: string): void {
+    const resourceType = value['resourceType'];
+    if (resourceType === undefined) {
+      this.reportAndRepair(`${path}.resourceType`, 'required', 'Missing resourceType', placeholderResource, path);
+      return;
+    }
+    if (!isResourceType(resourceType)) {
+      const message = unknownResourceTypeMessage(resourceType);
+      this.reportAndRepair(`${path}.resourceType`, 'structure', message, placeholderResource, path);
+      return;
+    }
+    const schema = tryGetDataType(resourceType);
+    if (schema) this.walkResource(value, schema, path);
+  }
+
+  private checkPrimitiveExtension(value: unknown, resolved: ResolvedKey, path: string): void {
+    if (value === null || value === undefined) return;
+    const fits = Array.isArray(value)
+      ? resolved.element.isArray && value.every((v) => v === null || isPlainObject(v))
+      : isPlainObject(value);
+    if (!fits) {
+      const expected = resolved.element.isArray ? 'an array of objects' : 'an object';
+      const message = `Invalid JSON type: expected ${expected} (primitive extension), but got ${jsonKind(value)}`;
+      this.reportAndRepair(path, 'structure', message, removed);
+    }
+  }
+
+  private checkXhtml(div: string, path: string): void {
+    const start = xhtmlDivStart.exec(div);
+    if (!start || !xhtmlNamespace.test(start[0])) {
+      this.report(path, 'value', 'Narrative div must be a <div> element in the XHTML namespace (http://www.w3.org/1999/xhtml)');
+    } else if (xhtmlActiveContent.test(div)) {
+      this.report(path, 'value', 'Narrative div must not contain active content (scripts, forms, frames, event handlers)');
+    }
+  }
+
+  private checkCode(code: string, binding: ElementDefinitionBinding, path: string): void {
+    if (!binding.valueSet) return;
+    const expansion = this.valueSets.expand(binding.valueSet);
+    const ok =
+      expansion.kind === 'enumerated'
+        ? expansion.codes.has(code)
+        : expansion.kind === 'pattern'
+          ? expansion.pattern.test(code)
+          : true;
+    if (!ok) this.report(path, 'code-invalid', `Code is not in the required value set ${valueSetName(binding.valueSet)}`);
+  }
+
+  private codingMatches(coding: Record<string, unknown>, valueSet: string): boolean | undefined {
+    const code = coding['code'];
+    if (typeof code !== 'string') return undefined;
+    const system = coding['system'];
+    const expansion = this.valueSets.expand(valueSet);
+    if (expansion.kind === 'not-enumerable') return true;
+    if (expansion.kind === 'pattern') return expansion.pattern.test(code);
+    return typeof system === 'string' ? expansion.systemCodes.has(`${system}|${code}`) : expansion.codes.has(code);
+  }
+
+  private checkCoding(coding: Record<string, unknown>, binding: ElementDefinitionBinding, path: string): void {
+    if (!binding.valueSet) return;
+    if (this.codingMatches(coding, binding.valueSet) === false) {
+      this.report(path, 'code-invalid', `Coding is not in the required value set ${valueSetName(binding.valueSet)}`);
+    }
+  }
+
+  /** terminologies.html#strength: for a CodeableConcept, a coding SHALL come from the value set. */
+  private checkCodeableConcept(concept: Record<string, unknown>, binding: ElementDefinitionBinding, path: string): void {
+    if (!binding.valueSet) return;
+    const codings = Array.isArray(concept['coding']) ? concept['coding'].filter(isPlainObject) : [];
+    if (codings.some((c) => this.codingMatches(c, binding.valueSet!) === true)) return;
+    if (this.valueSets.expand(binding.valueSet).kind === 'not-enumerable') return;
+    this.report(path, 'code-invalid', `No coding is in the required value set ${valueSetName(binding.valueSet)}`);
+  }
+
+  /**
+   * references.html#literal: local, relative, conditional or absolute; a named resource type must exist in
+   * R4. Whether that type is one the element allows (its targetProfile) is not checked: @medplum/core only
+   * warns about it, and the official R4 example MedicationRequest/medrx0301 itself breaks it.
+   */
+  private checkReference(reference: Record<string, unknown>, path: string): void {
+    const ref = reference['reference'];
+    if (typeof ref !== 'string' || ref.length === 0) return;
+    const refPath = `${path}.reference`;
+    if (ref.startsWith('#')) {
+      if (!localReference.test(ref)) {
+        this.report(refPath, 'value', 'Invalid reference: a local reference is # followed by the id of a contained resource');
+      }
+      return;
+    }
+    const typed = relativeReference.exec(ref) ?? conditionalReference.exec(ref);
+    if (typed) {
+      if (!isResourceType(typed[1])) this.report(refPath, 'value', 'Invalid reference: it does not start with an R4 resource type');
+      return;
+    }
+    if (absoluteUri.test(ref)) {
+      const lower = ref.slice(0, 9).toLowerCase();
+      const ok =
+        lower === 'urn:uuid:'
+          ? uuidUri.test(ref)
+          : lower.startsWith('urn:oid:')
+            ? oidUri.test(ref)
+            : !/^https?:/i.test(ref) || httpUrl.test(ref);
+      if (!ok) this.report(refPath, 'value', 'Invalid reference: malformed absolute URI');
+      return;
+    }
+    this.report(refPath, 'value', 'Invalid reference: expected #id, Type/id, Type/id/_history/vid, Type?search or an absolute URI');
+  }
+}
+
+function valueSetName(url: string): string {
+  const bar = url.indexOf('|');
+  return bar < 0 ? url : url.slice(0, bar);
+}
+
+function unknownResourceTypeMessage(resourceType: unknown): string {
+  if (typeof resourceType !== 'string') return `resourceType must be a string, not ${jsonKind(resourceType)}`;
+  // Name the type only when it looks like one, so arbitrary input is never echoed.
+  return /^[A-Za-z][A-Za-z0-9]{0,63}$/.test(resourceType)
+    ? `Unknown resourceType "${resourceType}" (not a FHIR R4 resource type)`
+    : 'Unknown resourceType (not a FHIR R4 resource type)';
+}
+
+/** The copy of `resource` that @medplum/core validates: repaired places replaced or removed. */
+function repairedCopy(resource: Record<string, unknown>, repairs: readonly Repair[]): Record<string, unknown> {
+  const copy = structuredClone(resource);
+  // Array items are replaced, never spliced out, so no repair shifts another's index. Repairs apply in the
+  // order the walk made them, so a repair inside an unwrapped first item lands after the unwrapping.
+  for (const { steps, replacement } of repairs) {
+    let parent: unknown = copy;
+    for (const step of steps.slice(0, -1)) {
+      parent = isPlainObject(parent) || Array.isArray(parent) ? (parent as Record<string | number, unknown>)[step] : undefined;
+    }
+    const last = steps[steps.length - 1];
+    if (last === undefined || !(isPlainObject(parent) || Array.isArray(parent))) continue;
+    if (replacement === removed) {
+      if (Array.isArray(parent) && typeof last === 'number') parent[last] = null;
+      else delete (parent as Record<string, unknown>)[last];
+    } else if (replacement === firstItem) {
+      const array = (parent as Record<string | number, unknown>)[last];
+      (parent as Record<string | number, unknown>)[last] = Array.isArray(array) ? array[0] : undefined;
+    } else {
+      (parent as Record<string | number, unknown>)[last] = replacement;
+    }
+  }
+  return copy;
+}
+
+/**
+ * @medplum/core names a choice element `value[x]`; we name it as in the JSON (`valueQuantity`), found by
+ * following the path through the resource.
+ */
+function concretePath(resource: Record<string, unknown>, expression: string): string {
+  if (!expression.includes('[x]')) return expression;
+  const segments = expression.split('.');
+  let node: unknown = resource;
+  const out: string[] = [segments[0] ?? ''];
+  for (const segment of segments.slice(1)) {
+    const m = /^([^[]+?)(\[x\])?((?:\[\d+\])*)$/.exec(segment);
+    if (!m) {
+      out.push(segment);
+      node = undefined;
+      continue;
+    }
+    let name = m[1]!;
+    const holder = Array.isArray(node) ? node.find((n) => isPlainObject(n) && hasChoice(n, name, m[2] !== undefined)) : node;
+    if (m[2] !== undefined && isPlainObject(holder)) {
+      const concrete = Object.keys(holder).find((k) => isChoiceKey(k, name));
+      if (concrete) name = concrete;
+    }
+    out.push(name + m[3]);
+    node = isPlainObject(holder) ? holder[name] : undefined;
+    for (const index of m[3]!.matchAll(/\[(\d+)\]/g)) node = Array.isArray(node) ? node[Number(index[1])] : undefined;
+  }
+  return out.join('.');
+}
+
+function isChoiceKey(key: string, base: string): boolean {
+  if (key.length <= base.length || !key.startsWith(base)) return false;
+  const ch = key.charCodeAt(base.length);
+  return ch >= 65 && ch <= 90;
+}
+
+function hasChoice(obj: Record<string, unknown>, name: string, choice: boolean): boolean {
+  return choice ? Object.keys(obj).some((k) => isChoiceKey(k, name)) : name in obj;
+}
+
+const medplumIssueTypes: Readonly<Record<string, IssueType>> = {
+  structure: 'structure',
+  invariant: 'invariant',
+  processing: 'processing',
+  invalid: 'invalid',
+  required: 'required',
+  value: 'value',
+};
+
+function issueTypeOfMedplum(issue: OperationOutcomeIssue, message: string): IssueType {
+  if (message === 'Missing required property') return 'required';
+  if (/^(Invalid \w+ format|Expected number|String must|String cannot|Invalid numeric)/.test(message)) return 'value';
+  return medplumIssueTypes[issue.code] ?? 'invalid';
+}
+
+/** The @medplum/core messages our own walk reports more precisely (with array indexes). */
+const superseded = new Set(['Expected single value for property', 'Expected array of values for property']);
+
+function isUnder(expression: string, path: string): boolean {
+  return (
+    expression === path ||
+    (expression.startsWith(path) && (expression.charAt(path.length) === '.' || expression.charAt(path.length) === '['))
+  );
+}
+
+/** @medplum/core's issues on `checked` (the repaired copy), with paths as in `resource` (the input). */
+function medplumIssues(
+  resource: Record<string, unknown>,
+  checked: Record<string, unknown>,
+  repairs: readonly Repair[],
+  rootPath: string,
+): FhirIssue[] {
+  let found: OperationOutcomeIssue[];
+  try {
+    // Returns warnings only; throws an OperationOutcomeError carrying every issue when one is an error.
+    medplumValidateResource(checked as unknown as Resource);
+    return [];
+  } catch (err) {
+    if (!(err instanceof OperationOutcomeError)) {
+      // Its message may quote input, so it is not passed on.
+      return [issue(rootPath, 'processing', 'The resource could not be fully validated')];
+    }
+    found = err.outcome.issue ?? [];
+  }
+  const out: FhirIssue[] = [];
+  for (const mp of found) {
+    // Warnings are dropped: reference-target warnings misfire on every urn:uuid reference, and a choice
+    // element with two types is reported (as an error) by our own walk.
+    if (mp.severity !== 'error' && mp.severity !== 'fatal') continue;
+    // A processing issue's diagnostics carry the evaluation error, which may quote input: keep the text only.
+    const message = mp.code === 'processing' ? 'Error evaluating invariant expression' : (mp.details?.text ?? 'Invalid value');
+    if (superseded.has(message)) continue;
+    const expression = concretePath(resource, mp.expression?.[0] ?? rootPath);
+    if (repairs.some((r) => r.path !== undefined && isUnder(expression, r.path))) continue;
+    out.push(issue(expression, issueTypeOfMedplum(mp, message), message));
+  }
+  return out;
+}
+
+function issue(expression: string, issueType: IssueType, message: string): FhirIssue {
+  return { code: 'invalid', issueType, expression, message };
+}
+
+let expander: ValueSetExpander | undefined;
+
+/**
+ * Validates a FHIR R4 resource given as parsed JSON and returns every issue found (empty when valid):
+ * structure and cardinality, primitive formats, invariants, required terminology bindings, reference
+ * syntax and nested resources. Never throws for bad input: a non-object, an unknown `resourceType` or
+ * JSON nested deeper than 128 levels yields one issue. Loads the definitions on first use; after that,
+ * pure (no clock, no I/O). Does not modify `resource`.
+ */
+export function validateResource(resource: unknown): FhirIssue[] {
+  if (!isPlainObject(resource)) {
+    return [{ code: 'invalid', issueType: 'structure', message: `A resource must be a JSON object, not ${jsonKind(resource)}` }];
+  }
+  const resourceType = resource['resourceType'];
+  if (resourceType === undefined) {
+    return [issue('resourceType', 'required', 'Missing resourceType')];
+  }
+  if (!isResourceType(resourceType)) {
+    return [issue('resourceType', 'structure', unknownResourceTypeMessage(resourceType))];
+  }
+  if (nestsDeeperThan(resource, maxDepth)) {
+    return [issue(resourceType, 'too-costly', `The resource nests deeper than ${maxDepth} levels`)];
+  }
+  loadDefinitions();
+  expander ??= new ValueSetExpander(terminology());
+  const schema = tryGetDataType(resourceType);
+  if (!schema) {
+    return [issue('resourceType', 'not-supported', `No definition loaded for ${resourceType}`)];
+  }
+  const walker = new SchemaWalker(expander);
+  walker.walkResource(resource, schema, resourceType);
+  const checked = walker.repairs.length > 0 ? repairedCopy(resource, walker.repairs) : resource;
+  const all = [...medplumIssues(resource, checked, walker.repairs, resourceType), ...walker.issues];
+  const seen = new Set<string>();
+  return all.filter((issue) => {
+    const key = `${issue.expression ?? ''}\u0000${issue.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}

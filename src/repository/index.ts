@@ -1,0 +1,14 @@
+/**
+ * @module repository
+ * The ONLY path to records: each call = authorize (consent, issue 4) → store → commit to ledger → audit
+ * (issue 4). May import: kernel, fhir, store, ledger, consent, audit.
+ */
+export {
+  LedgeredRepository,
+  type RecordCommitBody,
+  type RecordCommitter,
+  type RepositoryDeps,
+  type Resource,
+  type ServedVersion,
+  type VersionProof,
+} from './ledgered-repository.js';

@@ -1,0 +1,263 @@
+/**
+ * The only path to records (DESIGN.md §2): each write is validated, sealed into the record store as a
+ * pending version, committed to the ledger (`record.commit`, salted commitment) and only then marked
+ * committed and acknowledged; reads return exactly the bytes that were committed (FHIR http.html).
+ * Consent and audit join this path with issue 4.
+ */
+import { randomUUID } from 'node:crypto';
+import { HlError, type Clock, type Issue } from '../kernel/index.js';
+import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
+import { parseTx, type Ledger, type ParsedTx, type TxReceipt } from '../ledger/index.js';
+
+/** A FHIR resource as JSON. */
+export type Resource = { resourceType: string; id?: string; meta?: Record<string, unknown> } & Record<string, unknown>;
+
+/** The body of a `record.commit` tx (DESIGN.md §3). Pseudonymous ids only. */
+export interface RecordCommitBody {
+  patient?: string;
+  resourceType: string;
+  id: string;
+  versionId: string;
+  commitment: string;
+  labels?: string[];
+}
+
+/** Signs and orders `record.commit` txs for this node (supplied by the composition root). */
+export interface RecordCommitter {
+  /** Signs one tx per body; the tx ids are known before anything is stored. */
+  sign(bodies: readonly RecordCommitBody[]): ParsedTx[];
+  /** Orders and applies them; resolves with receipts once durable and applied. */
+  submit(txs: readonly ParsedTx[]): Promise<TxReceipt[]>;
+}
+
+/** What the repository needs. */
+export interface RepositoryDeps {
+  store: RecordStore;
+  ledger: Ledger;
+  committer: RecordCommitter;
+  clock: Clock;
+  /** Validates a resource against the R4 definitions; returns every issue. */
+  validate: (resource: unknown) => Issue[];
+  /** Id of the Patient whose compartment holds the resource, or null. */
+  patientOf: (resource: Resource) => string | null;
+  /** The ledger pseudonym of a local patient id (keyed, so the ledger cannot be joined back to records). */
+  pseudonymOf: (patientId: string) => string;
+}
+
+/** A version as served: the exact committed bytes and what they say. */
+export interface ServedVersion {
+  resourceType: string;
+  id: string;
+  versionId: string;
+  lastUpdated: string;
+  deleted: boolean;
+  /** The RFC 8785 bytes that were committed (meta included). */
+  content: Uint8Array;
+}
+
+/** The pieces of a `$proof`. */
+export interface VersionProof {
+  leafIndex: number;
+  treeSize: number;
+  leaf: Uint8Array;
+  salt: Uint8Array;
+  proof: Uint8Array[];
+  checkpoint: string;
+}
+
+const fhirId = /^[A-Za-z0-9\-.]{1,64}$/;
+
+function served(v: StoredVersion): ServedVersion {
+  return { resourceType: v.resourceType, id: v.id, versionId: v.versionId, lastUpdated: v.lastUpdated, deleted: v.deleted, content: v.content };
+}
+
+/** The ledgered repository. */
+export class LedgeredRepository {
+  private readonly deps: RepositoryDeps;
+
+  constructor(deps: RepositoryDeps) {
+    this.deps = deps;
+  }
+
+  private checkResource(resourceType: string, body: unknown): Resource {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw new HlError('invalid', 'request body must be a FHIR resource (a JSON object)');
+    }
+    const resource = body as Resource;
+    if (resource.resourceType !== resourceType) {
+      throw new HlError('invalid', `resourceType "${String(resource.resourceType)}" does not match the URL type "${resourceType}"`, {
+        issues: [{ code: 'invalid', expression: 'resourceType', message: `resourceType does not match the URL type "${resourceType}"` }],
+      });
+    }
+    const issues = this.deps.validate(resource);
+    if (issues.length > 0) {
+      throw new HlError('processing', `${resourceType} is not valid: ${issues.length} issue(s)`, { issues });
+    }
+    return resource;
+  }
+
+  private nowInstant(): string {
+    return new Date(this.deps.clock.nowMs()).toISOString();
+  }
+
+  /** Seals pending, commits, marks committed; throws if the ledger did not accept the commitment. */
+  private async writeCommitted(versions: { version: Resource; patient: string | null; deleted: boolean }[]): Promise<ServedVersion[]> {
+    const prepared = versions.map(({ version, patient, deleted }) => {
+      const content = contentOf(version);
+      const salt = generateSalt();
+      const meta = version.meta as { versionId: string; lastUpdated: string; security?: { code?: string }[] };
+      const labels = (meta.security ?? []).map((s) => s.code).filter((c): c is string => typeof c === 'string' && fhirId.test(c));
+      const body: RecordCommitBody = {
+        ...(patient ? { patient: this.deps.pseudonymOf(patient) } : {}),
+        resourceType: version.resourceType,
+        id: version.id!,
+        versionId: meta.versionId,
+        commitment: commitmentOf(salt, content),
+        ...(labels.length > 0 ? { labels } : {}),
+      };
+      return { version, patient, deleted, content, salt, meta, body };
+    });
+    const txs = this.deps.committer.sign(prepared.map((p) => p.body));
+    await this.deps.store.writeVersions(
+      prepared.map((p, i) => ({
+        resourceType: p.version.resourceType,
+        id: p.version.id!,
+        versionId: p.meta.versionId,
+        lastUpdated: p.meta.lastUpdated,
+        deleted: p.deleted,
+        patient: p.patient,
+        content: p.content,
+        salt: p.salt,
+        status: 'pending' as const,
+        txId: txs[i]!.id,
+      })),
+    );
+    let receipts: TxReceipt[];
+    try {
+      receipts = await this.deps.committer.submit(txs);
+    } catch (err) {
+      // Not ordered: nothing was acknowledged, so the pending versions go.
+      await this.deps.store.dropPending({ txIds: txs.map((t) => t.id) });
+      throw err;
+    }
+    const rejected = receipts.filter((r) => !r.valid);
+    if (rejected.length > 0) {
+      await this.deps.store.dropPending({ txIds: txs.map((t) => t.id) });
+      throw new HlError('exception', `the ledger rejected a record commitment: ${rejected[0]!.error ?? 'unknown'}`);
+    }
+    await this.deps.store.markCommitted(txs.map((t) => t.id));
+    return prepared.map((p) => ({
+      resourceType: p.version.resourceType,
+      id: p.version.id!,
+      versionId: p.meta.versionId,
+      lastUpdated: p.meta.lastUpdated,
+      deleted: p.deleted,
+      content: p.content,
+    }));
+  }
+
+  /** FHIR create (http.html#create): a new id, versionId 1; any id in the body is ignored, as the spec says. */
+  async create(resourceType: string, body: unknown): Promise<ServedVersion> {
+    const resource = this.checkResource(resourceType, body);
+    const meta = { ...(resource.meta ?? {}), versionId: '1', lastUpdated: this.nowInstant() };
+    const version: Resource = { ...resource, id: randomUUID(), meta };
+    const [v] = await this.writeCommitted([{ version, patient: this.deps.patientOf(version), deleted: false }]);
+    return v!;
+  }
+
+  /** FHIR read: the current version (possibly a deleted one), checked against its ledger commitment. */
+  async read(resourceType: string, id: string): Promise<ServedVersion> {
+    return this.readVerified(resourceType, id);
+  }
+
+  /** FHIR vread, checked against the version's ledger commitment. */
+  async vread(resourceType: string, id: string, versionId: string): Promise<ServedVersion> {
+    return this.readVerified(resourceType, id, versionId);
+  }
+
+  /**
+   * FHIR update (http.html#update) of an existing resource; `ifMatch` (a versionId) makes it conditional on
+   * the current version (409/412 otherwise). Update-as-create of unknown ids is not supported: 404.
+   */
+  async update(resourceType: string, id: string, body: unknown, ifMatch?: string): Promise<ServedVersion> {
+    const resource = this.checkResource(resourceType, body);
+    if (resource.id !== id) {
+      throw new HlError('invalid', 'the resource id in the body must match the id in the URL', {
+        issues: [{ code: 'invalid', expression: `${resourceType}.id`, message: 'the resource id in the body must match the id in the URL' }],
+      });
+    }
+    const current = await this.deps.store.readVersion(resourceType, id);
+    if (ifMatch !== undefined && ifMatch !== current.versionId) {
+      throw new HlError('precondition', `If-Match version ${ifMatch} is not the current version ${current.versionId}`);
+    }
+    const versionId = String(Number(current.versionId) + 1);
+    const meta = { ...(resource.meta ?? {}), versionId, lastUpdated: this.nowInstant() };
+    const version: Resource = { ...resource, id, meta };
+    const patient = current.patient ?? this.deps.patientOf(version);
+    const [v] = await this.writeCommitted([{ version, patient, deleted: false }]);
+    return v!;
+  }
+
+  /** FHIR delete (http.html#delete): a new, deleted version, committed like any other. */
+  async delete(resourceType: string, id: string): Promise<ServedVersion | null> {
+    const current = await this.deps.store.readVersion(resourceType, id);
+    if (current.deleted) return null;
+    const versionId = String(Number(current.versionId) + 1);
+    const version: Resource = { resourceType, id, meta: { versionId, lastUpdated: this.nowInstant() } };
+    const [v] = await this.writeCommitted([{ version, patient: current.patient, deleted: true }]);
+    return v!;
+  }
+
+  /** FHIR history of one resource, newest first. */
+  async history(resourceType: string, id: string, options: { limit?: number; cursor?: string } = {}) {
+    const page = await this.deps.store.historyInstance(resourceType, id, options);
+    return { versions: page.versions.map(served), nextCursor: page.nextCursor };
+  }
+
+  /**
+   * Everything needed to prove a version untampered (DESIGN.md §9 `$proof`): the leaf (the signed
+   * `record.commit` tx carrying the commitment), the salt, an inclusion proof and the checkpoint it verifies
+   * against. Checks, before answering, that the stored bytes still match the commitment.
+   */
+  async proof(resourceType: string, id: string, versionId: string): Promise<VersionProof> {
+    const v = await this.deps.store.readVersion(resourceType, id, versionId);
+    if (!v.txId) throw new HlError('not-found', `${resourceType}/${id}/_history/${versionId} has no ledger commitment`);
+    const tx = this.deps.ledger.store.txById(v.txId);
+    if (!tx || !tx.valid || tx.leafIndex === null) {
+      throw new HlError('integrity', `the ledger has no valid commitment for ${resourceType}/${id}/_history/${versionId}`);
+    }
+    const committed = parseTx(tx.bytes).envelope.body as unknown as RecordCommitBody;
+    if (committed.commitment !== commitmentOf(v.salt, v.content)) {
+      throw new HlError('integrity', `integrity failure: ${resourceType}/${id}/_history/${versionId} does not match its ledger commitment`);
+    }
+    const checkpoint = this.deps.ledger.latestCheckpoint();
+    if (!checkpoint) throw new HlError('pushback', 'the ledger has not signed a checkpoint yet');
+    const treeSize = Number(checkpoint.split('\n')[1]);
+    if (!(tx.leafIndex < treeSize)) throw new HlError('pushback', 'the commitment is not yet covered by a checkpoint; retry shortly');
+    return {
+      leafIndex: tx.leafIndex,
+      treeSize,
+      leaf: tx.bytes,
+      salt: v.salt,
+      proof: this.deps.ledger.inclusionProof(tx.leafIndex, treeSize),
+      checkpoint,
+    };
+  }
+
+  /**
+   * Reads a version and checks it against its ledger commitment, so altered data is never returned: the
+   * store's AES-GCM catches changed ciphertext, this catches a changed commitment. Throws `integrity`
+   * naming the version.
+   */
+  private async readVerified(resourceType: string, id: string, versionId?: string): Promise<ServedVersion> {
+    const v = await this.deps.store.readVersion(resourceType, id, versionId);
+    if (v.txId) {
+      const tx = this.deps.ledger.store.txById(v.txId);
+      const body = tx?.valid ? (parseTx(tx.bytes).envelope.body as unknown as RecordCommitBody) : null;
+      if (!body || body.commitment !== commitmentOf(v.salt, v.content) || body.id !== id || body.versionId !== v.versionId) {
+        throw new HlError('integrity', `integrity failure: ${resourceType}/${id}/_history/${v.versionId} does not match its ledger commitment`);
+      }
+    }
+    return served(v);
+  }
+}

@@ -1,0 +1,665 @@
+/**
+ * The SQLite `RecordStore` (better-sqlite3), sharing the node's one database file with the ledger tables
+ * (`ledger_*`, `merkle_node`); its own tables are `record_*` and `store_*`.
+ *
+ * Tables: `store_meta` (the wrapped blind-index key), `store_dek` (wrapped DEK per compartment owner; `*` is
+ * the node-wide DEK), `store_erasure` (erased patients), `record_version` (one row per version: ids,
+ * timestamps, flags in clear; `sealed` = AES-256-GCM(DEK, salt || content, aad = type/id/_history/vid)),
+ * `record_current` (each resource's newest committed version) and `record_index` (blind-index terms per
+ * version row; a term matches only through the current version, so pending and superseded versions never
+ * match). A version row also lists its own terms (`terms`, 16-byte terms concatenated) while they are in
+ * `record_index`, so removing them needs no second B-tree over `record_index`: with random HMAC keys, every
+ * index on that table costs a page write per term.
+ *
+ * Durability follows the connection's `synchronous` setting (the ledger store sets FULL). The store turns on
+ * `secure_delete` for the connection, so deleted cells and pages are zeroed, and checkpoints and truncates
+ * the WAL after an erasure or a KEK rotation, so erased ciphertexts and keys wrapped under a retired KEK do
+ * not linger in the database files. (Copies below the file system, such as SSD remapping, are out of reach.)
+ */
+import type Database from 'better-sqlite3';
+import { HlError, systemClock, utf8, concatBytes, type Clock, type Issue } from '../../kernel/index.js';
+import { aesKeyBytes, generateAesKey, open, rewrapKey, seal, unwrapKey, wrapKey } from '../../crypto/index.js';
+import {
+  blindIndexTerm,
+  blindIndexTermBytes,
+  isBlindIndexKind,
+  isIndexName,
+  termForQuery,
+  termsForWrite,
+  type BlindIndexKind,
+  type IndexTerm,
+} from '../blind-index.js';
+import { saltBytes } from '../commitment.js';
+import type {
+  ErasureReport,
+  HistoryOptions,
+  HistoryPage,
+  IndexCriterion,
+  PendingSelector,
+  PendingVersion,
+  RecordStore,
+  ResourceRef,
+  RotationReport,
+  StoredVersion,
+  VersionWrite,
+} from '../record-store.js';
+
+const schema = `
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS store_dek (owner TEXT PRIMARY KEY, wrapped BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS store_erasure (owner TEXT PRIMARY KEY, erased_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS record_version (
+  seq INTEGER PRIMARY KEY,
+  resource_type TEXT NOT NULL, id TEXT NOT NULL, version_id TEXT NOT NULL,
+  last_updated TEXT NOT NULL, last_updated_ms INTEGER NOT NULL, deleted INTEGER NOT NULL, owner TEXT,
+  status INTEGER NOT NULL, tx_id TEXT, written_ms INTEGER NOT NULL, sealed BLOB, erased_ms INTEGER, terms BLOB);
+CREATE UNIQUE INDEX IF NOT EXISTS record_version_by_vid ON record_version (resource_type, id, version_id);
+CREATE INDEX IF NOT EXISTS record_version_by_type ON record_version (resource_type, seq);
+CREATE INDEX IF NOT EXISTS record_version_by_owner ON record_version (owner) WHERE owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS record_version_pending ON record_version (tx_id) WHERE status = 0;
+CREATE TABLE IF NOT EXISTS record_current (
+  resource_type TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, deleted INTEGER NOT NULL,
+  PRIMARY KEY (resource_type, id)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS record_current_by_seq ON record_current (seq);
+CREATE TABLE IF NOT EXISTS record_index (term BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (term, seq)) WITHOUT ROWID;
+`;
+
+const statusPending = 0;
+const statusCommitted = 1;
+/** The store_dek owner of the node-wide DEK; `*` is not a FHIR id, so no patient can take it. */
+const nodeOwner = '*';
+const indexKeyName = 'index-key';
+const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
+const resourceTypePattern = /^[A-Z][A-Za-z]{0,63}$/;
+const instantPattern = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+const defaultLimit = 100;
+const maxLimit = 1000;
+const maxDekCache = 10_000;
+const maxTermCache = 65_536;
+/** Row columns a version read needs, with the wrapped DEK of its owner (null when erased). */
+const versionColumns = `v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.owner, v.status,
+  v.tx_id, v.sealed, v.erased_ms, d.wrapped`;
+const dekJoin = `LEFT JOIN store_dek d ON d.owner = ifnull(v.owner, '${nodeOwner}')`;
+
+interface VersionRow {
+  seq: number;
+  resource_type: string;
+  id: string;
+  version_id: string;
+  last_updated: string;
+  deleted: number;
+  owner: string | null;
+  status: number;
+  tx_id: string | null;
+  sealed: Buffer | null;
+  erased_ms: number | null;
+  wrapped: Buffer | null;
+}
+
+interface PendingRow {
+  seq: number;
+  resource_type: string;
+  id: string;
+  deleted: number;
+}
+
+/** Options of {@link SqliteRecordStore}. */
+export interface SqliteRecordStoreOptions {
+  /** An open better-sqlite3 database (shared with the ledger); the store does not close it. */
+  db: Database.Database;
+  /** The node's 32-byte key-encryption key. */
+  kek: Uint8Array;
+  /** Clock for write and erasure times (default: the system clock). */
+  clock?: Clock;
+}
+
+function aadOf(resourceType: string, id: string, versionId: string): Uint8Array {
+  return utf8(`${resourceType}/${id}/_history/${versionId}`);
+}
+
+function isInstant(value: unknown): value is string {
+  return typeof value === 'string' && instantPattern.test(value) && !Number.isNaN(Date.parse(value));
+}
+
+function requireKek(kek: Uint8Array): void {
+  if (!(kek instanceof Uint8Array) || kek.length !== aesKeyBytes) throw new HlError('invalid', 'a KEK is 32 bytes');
+}
+
+function requireId(value: unknown, what: string): asserts value is string {
+  if (typeof value !== 'string' || !idPattern.test(value)) throw new HlError('invalid', `${what} is not a FHIR id`);
+}
+
+function requireResourceType(value: unknown): asserts value is string {
+  if (typeof value !== 'string' || !resourceTypePattern.test(value)) {
+    throw new HlError('invalid', 'resourceType is not a resource type name');
+  }
+}
+
+function versionRef(resourceType: string, id: string, versionId: string): string {
+  return `${resourceType}/${id}/_history/${versionId}`;
+}
+
+/** Checks every write up front and collects every issue (nothing is written if any). */
+function validateWrites(versions: readonly VersionWrite[]): void {
+  const issues: Issue[] = [];
+  const add = (expression: string, message: string): void => {
+    issues.push({ code: 'invalid', expression, message: `${expression} ${message}` });
+  };
+  versions.forEach((v, i) => {
+    const at = `versions[${i}]`;
+    if (typeof v.resourceType !== 'string' || !resourceTypePattern.test(v.resourceType)) add(`${at}.resourceType`, 'is not a resource type name');
+    if (typeof v.id !== 'string' || !idPattern.test(v.id)) add(`${at}.id`, 'is not a FHIR id');
+    if (typeof v.versionId !== 'string' || !idPattern.test(v.versionId)) add(`${at}.versionId`, 'is not a FHIR id');
+    if (!isInstant(v.lastUpdated)) add(`${at}.lastUpdated`, 'is not a FHIR instant');
+    if (typeof v.deleted !== 'boolean') add(`${at}.deleted`, 'is not a boolean');
+    if (v.patient !== null && (typeof v.patient !== 'string' || !idPattern.test(v.patient))) add(`${at}.patient`, 'is neither null nor a FHIR id');
+    if (!(v.content instanceof Uint8Array)) add(`${at}.content`, 'is not bytes');
+    if (!(v.salt instanceof Uint8Array) || v.salt.length !== saltBytes) add(`${at}.salt`, 'is not 32 bytes');
+    if (v.status !== 'pending' && v.status !== 'committed') add(`${at}.status`, "is neither 'pending' nor 'committed'");
+    if (v.txId !== null && (typeof v.txId !== 'string' || v.txId === '')) add(`${at}.txId`, 'is neither null nor a non-empty string');
+    const index = v.index ?? [];
+    if (v.deleted === true && index.length > 0) add(`${at}.index`, 'must be empty for a deleted version');
+    index.forEach((entry, j) => {
+      const e = `${at}.index[${j}]`;
+      if (typeof entry.param !== 'string' || !isIndexName(entry.param)) add(`${e}.param`, 'is empty, too long or contains "|"');
+      if (!isBlindIndexKind(entry.kind)) add(`${e}.kind`, 'is not a blind-index kind');
+      else if (typeof entry.value !== 'string') add(`${e}.value`, 'is not a string');
+      else {
+        try {
+          termsForWrite(entry, `${e}.value`);
+        } catch (err) {
+          if (err instanceof HlError) issues.push({ code: 'invalid', expression: `${e}.value`, message: err.message });
+          else throw err;
+        }
+      }
+    });
+  });
+  if (issues.length > 0) throw new HlError('invalid', `${issues.length} invalid version write(s)`, { issues });
+}
+
+function parseLimit(options: HistoryOptions): { limit: number; offset: number; before: number; sinceMs: number } {
+  const limit = options.limit ?? defaultLimit;
+  const offset = options.offset ?? 0;
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > maxLimit) throw new HlError('invalid', `limit must be 1..${maxLimit}`);
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new HlError('invalid', 'offset must be a non-negative integer');
+  let before = Number.MAX_SAFE_INTEGER;
+  if (options.cursor !== undefined) {
+    if (!/^[1-9]\d{0,15}$/.test(options.cursor)) throw new HlError('invalid', 'cursor is not a cursor this store issued');
+    before = Number(options.cursor);
+  }
+  let sinceMs = Number.MIN_SAFE_INTEGER;
+  if (options.since !== undefined) {
+    if (!isInstant(options.since)) throw new HlError('invalid', 'since is not a FHIR instant');
+    sinceMs = Date.parse(options.since);
+  }
+  return { limit, offset, before, sinceMs };
+}
+
+/**
+ * The SQLite {@link RecordStore}. Create with {@link openSqliteRecordStore}; the constructor creates the
+ * tables if needed and unwraps the blind-index key, throwing `integrity` for a KEK that does not unwrap it.
+ */
+export class SqliteRecordStore implements RecordStore {
+  private readonly db: Database.Database;
+  private readonly clock: Clock;
+  private kek: Uint8Array;
+  private readonly indexKey: Uint8Array;
+  /** Unwrapped DEKs by owner, with the wrapped bytes they came from (a changed or missing row misses the cache). */
+  private readonly dekCache = new Map<string, { wrapped: Buffer; dek: Uint8Array }>();
+  private readonly termCache = new Map<string, Uint8Array>();
+  private readonly stmts;
+  private readonly intersectStmts = new Map<string, Database.Statement>();
+  private readonly tx: {
+    write: (versions: readonly VersionWrite[]) => void;
+    markCommitted: (txIds: readonly string[]) => number;
+    dropPending: (rows: readonly { seq: number }[]) => void;
+    erasePatient: (patient: string) => number;
+    eraseVersion: (seq: number) => void;
+    rotate: (newKek: Uint8Array) => number;
+  };
+
+  constructor(options: SqliteRecordStoreOptions) {
+    requireKek(options.kek);
+    const db = options.db;
+    this.db = db;
+    this.clock = options.clock ?? systemClock;
+    this.kek = new Uint8Array(options.kek);
+    db.pragma('journal_mode = WAL');
+    db.pragma('secure_delete = ON');
+    db.exec(schema);
+    const q = (sql: string): Database.Statement => db.prepare(sql);
+    this.stmts = {
+      getMeta: q('SELECT value FROM store_meta WHERE key = ?').pluck(),
+      insertMeta: q('INSERT OR IGNORE INTO store_meta (key, value) VALUES (?, ?)'),
+      updateMeta: q('UPDATE store_meta SET value = ? WHERE key = ?'),
+      dek: q('SELECT wrapped FROM store_dek WHERE owner = ?').pluck(),
+      allDeks: q('SELECT owner, wrapped FROM store_dek'),
+      insertDek: q('INSERT INTO store_dek (owner, wrapped) VALUES (?, ?)'),
+      updateDek: q('UPDATE store_dek SET wrapped = ? WHERE owner = ?'),
+      deleteDek: q('DELETE FROM store_dek WHERE owner = ?'),
+      isErased: q('SELECT 1 FROM store_erasure WHERE owner = ?').pluck(),
+      insertErasure: q('INSERT OR IGNORE INTO store_erasure (owner, erased_ms) VALUES (?, ?)'),
+      insertVersion: q(`INSERT INTO record_version (resource_type, id, version_id, last_updated, last_updated_ms, deleted,
+        owner, status, tx_id, written_ms, sealed, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      versionByVid: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
+        WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?`),
+      versionCurrent: q(`SELECT ${versionColumns} FROM record_current c JOIN record_version v ON v.seq = c.seq ${dekJoin}
+        WHERE c.resource_type = ? AND c.id = ?`),
+      current: q('SELECT seq FROM record_current WHERE resource_type = ? AND id = ?').pluck(),
+      upsertCurrent: q(`INSERT INTO record_current (resource_type, id, seq, deleted) VALUES (?, ?, ?, ?)
+        ON CONFLICT (resource_type, id) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted`),
+      insertTerm: q('INSERT INTO record_index (term, seq) VALUES (?, ?)'),
+      termsOf: q('SELECT terms FROM record_version WHERE seq = ?').pluck(),
+      deleteTerm: q('DELETE FROM record_index WHERE term = ? AND seq = ?'),
+      clearTerms: q('UPDATE record_version SET terms = NULL WHERE seq = ?'),
+      pendingByTx: q('SELECT seq, resource_type, id, deleted FROM record_version WHERE tx_id = ? AND status = 0 ORDER BY seq'),
+      setCommitted: q('UPDATE record_version SET status = 1 WHERE seq = ?'),
+      pending: q('SELECT seq, resource_type, id, version_id, tx_id, written_ms FROM record_version WHERE status = 0 ORDER BY seq'),
+      pendingBefore: q('SELECT seq FROM record_version WHERE status = 0 AND written_ms < ?'),
+      pendingSeqsByTx: q('SELECT seq FROM record_version WHERE tx_id = ? AND status = 0'),
+      deleteVersion: q('DELETE FROM record_version WHERE seq = ?'),
+      historyInstance: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
+        WHERE v.resource_type = ? AND v.id = ? AND v.status = 1 AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
+        ORDER BY v.seq DESC LIMIT ? OFFSET ?`),
+      historyType: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
+        WHERE v.resource_type = ? AND v.status = 1 AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
+        ORDER BY v.seq DESC LIMIT ? OFFSET ?`),
+      historySystem: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
+        WHERE v.status = 1 AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
+        ORDER BY v.seq DESC LIMIT ? OFFSET ?`),
+      ownerSeqsWithTerms: q('SELECT seq FROM record_version WHERE owner = ? AND terms IS NOT NULL').pluck(),
+      eraseOwnerVersions: q('UPDATE record_version SET sealed = NULL, erased_ms = ? WHERE owner = ? AND sealed IS NOT NULL'),
+      seqByVid: q('SELECT seq, sealed IS NULL AS erased FROM record_version WHERE resource_type = ? AND id = ? AND version_id = ?'),
+      eraseVersion: q('UPDATE record_version SET sealed = NULL, erased_ms = ? WHERE seq = ?'),
+      currentIds: q(`SELECT c.id FROM record_current c JOIN record_version v ON v.seq = c.seq
+        WHERE c.resource_type = ? AND c.deleted = 0 AND v.sealed IS NOT NULL ORDER BY c.id`).pluck(),
+      compartment: q(`SELECT c.resource_type, c.id FROM record_version v JOIN record_current c ON c.seq = v.seq
+        WHERE v.owner = ? AND c.deleted = 0 AND v.sealed IS NOT NULL ORDER BY c.resource_type, c.id`),
+    };
+    this.indexKey = this.loadIndexKey();
+    this.tx = {
+      write: db.transaction((versions: readonly VersionWrite[]) => {
+        for (const v of versions) this.writeOne(v);
+      }),
+      markCommitted: db.transaction((txIds: readonly string[]) => this.markCommittedNow(txIds)),
+      dropPending: db.transaction((rows: readonly { seq: number }[]) => {
+        for (const r of rows) {
+          this.dropTerms(r.seq);
+          this.stmts.deleteVersion.run(r.seq);
+        }
+      }),
+      erasePatient: db.transaction((patient: string) => {
+        const now = this.clock.nowMs();
+        this.stmts.insertErasure.run(patient, now);
+        for (const seq of this.stmts.ownerSeqsWithTerms.all(patient) as number[]) this.dropTerms(seq);
+        const erased = this.stmts.eraseOwnerVersions.run(now, patient).changes;
+        this.stmts.deleteDek.run(patient);
+        return erased;
+      }),
+      eraseVersion: db.transaction((seq: number) => {
+        this.dropTerms(seq);
+        this.stmts.eraseVersion.run(this.clock.nowMs(), seq);
+      }),
+      rotate: db.transaction((newKek: Uint8Array) => {
+        const rows = this.stmts.allDeks.all() as { owner: string; wrapped: Buffer }[];
+        for (const r of rows) {
+          let rewrapped: Uint8Array;
+          try {
+            rewrapped = rewrapKey(this.kek, newKek, r.wrapped);
+          } catch (cause) {
+            throw new HlError('integrity', `the data key of compartment ${r.owner} does not unwrap under the current KEK`, { cause });
+          }
+          this.stmts.updateDek.run(rewrapped, r.owner);
+        }
+        const wrappedIndexKey = this.stmts.getMeta.get(indexKeyName) as Buffer;
+        this.stmts.updateMeta.run(rewrapKey(this.kek, newKek, wrappedIndexKey), indexKeyName);
+        return rows.length + 1;
+      }),
+    };
+  }
+
+  /** Unwraps the blind-index key, creating it on first use. */
+  private loadIndexKey(): Uint8Array {
+    this.stmts.insertMeta.run(indexKeyName, wrapKey(this.kek, generateAesKey()));
+    const wrapped = this.stmts.getMeta.get(indexKeyName) as Buffer;
+    try {
+      return unwrapKey(this.kek, wrapped);
+    } catch (cause) {
+      throw new HlError('integrity', 'the KEK does not unwrap this record store\'s keys (a wrong or retired KEK?)', { cause });
+    }
+  }
+
+  /** The DEK of `owner` from its wrapped bytes (cached). */
+  private unwrapDek(owner: string, wrapped: Buffer): Uint8Array {
+    const hit = this.dekCache.get(owner);
+    if (hit && hit.wrapped.equals(wrapped)) return hit.dek;
+    let dek: Uint8Array;
+    try {
+      dek = unwrapKey(this.kek, wrapped);
+    } catch (cause) {
+      throw new HlError('integrity', `the data key of compartment ${owner} failed to unwrap (altered, or another KEK)`, { cause });
+    }
+    if (this.dekCache.size >= maxDekCache) {
+      const oldest = this.dekCache.keys().next();
+      if (!oldest.done) this.evictDek(oldest.value);
+    }
+    this.dekCache.set(owner, { wrapped: Buffer.from(wrapped), dek });
+    return dek;
+  }
+
+  private evictDek(owner: string): void {
+    const hit = this.dekCache.get(owner);
+    if (hit) hit.dek.fill(0);
+    this.dekCache.delete(owner);
+  }
+
+  /** The DEK for a write into `owner`'s compartment, created (and wrapped) if this is its first version. */
+  private dekForWrite(owner: string): Uint8Array {
+    const wrapped = this.stmts.dek.get(owner) as Buffer | undefined;
+    if (wrapped !== undefined) return this.unwrapDek(owner, wrapped);
+    if (owner !== nodeOwner && this.stmts.isErased.get(owner) !== undefined) {
+      throw new HlError('conflict', `Patient/${owner} was erased; its compartment takes no new versions`);
+    }
+    const dek = generateAesKey();
+    const newWrapped = Buffer.from(wrapKey(this.kek, dek));
+    this.stmts.insertDek.run(owner, newWrapped);
+    this.evictDek(owner);
+    this.dekCache.set(owner, { wrapped: newWrapped, dek });
+    return dek;
+  }
+
+  /**
+   * The stored term of a normalized value. Terms of tokens, references and buckets repeat across resources
+   * (codes, statuses, patient references), so they are cached; strings (names, addresses) are not, so the
+   * cache holds no such PHI.
+   */
+  private termOf(resourceType: string, param: string, term: IndexTerm): Uint8Array {
+    if (term.kind === 'string' || term.kind === 'prefix') return blindIndexTerm(this.indexKey, resourceType, param, term);
+    const key = `${resourceType}|${param}|${term.kind}|${term.value}`;
+    let hit = this.termCache.get(key);
+    if (hit === undefined) {
+      hit = blindIndexTerm(this.indexKey, resourceType, param, term);
+      if (this.termCache.size >= maxTermCache) this.termCache.clear();
+      this.termCache.set(key, hit);
+    }
+    return hit;
+  }
+
+  /** The distinct stored terms of a version's index entries, concatenated (null when none). */
+  private termsOfWrite(v: VersionWrite): Buffer | null {
+    if (v.deleted || (v.index ?? []).length === 0) return null;
+    const seen = new Set<string>();
+    const parts: Uint8Array[] = [];
+    for (const entry of v.index ?? []) {
+      for (const term of termsForWrite(entry)) {
+        const stored = this.termOf(v.resourceType, entry.param, term);
+        const key = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).toString('latin1');
+        if (seen.has(key)) continue;
+        seen.add(key);
+        parts.push(stored);
+      }
+    }
+    return Buffer.concat(parts);
+  }
+
+  /** Removes a version's terms from the index (it is superseded, dropped or erased). */
+  private dropTerms(seq: number): void {
+    const terms = this.stmts.termsOf.get(seq) as Buffer | null | undefined;
+    if (terms === null || terms === undefined) return;
+    for (let at = 0; at < terms.length; at += blindIndexTermBytes) this.stmts.deleteTerm.run(terms.subarray(at, at + blindIndexTermBytes), seq);
+    this.stmts.clearTerms.run(seq);
+  }
+
+  private writeOne(v: VersionWrite): void {
+    const owner = v.patient ?? nodeOwner;
+    const dek = this.dekForWrite(owner);
+    const sealed = seal(dek, concatBytes(v.salt, v.content), aadOf(v.resourceType, v.id, v.versionId));
+    const terms = this.termsOfWrite(v);
+    let seq: number;
+    try {
+      seq = Number(
+        this.stmts.insertVersion.run(
+          v.resourceType,
+          v.id,
+          v.versionId,
+          v.lastUpdated,
+          Date.parse(v.lastUpdated),
+          v.deleted ? 1 : 0,
+          v.patient,
+          v.status === 'committed' ? statusCommitted : statusPending,
+          v.txId,
+          this.clock.nowMs(),
+          sealed,
+          terms,
+        ).lastInsertRowid,
+      );
+    } catch (cause) {
+      if ((cause as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+        throw new HlError('conflict', `${versionRef(v.resourceType, v.id, v.versionId)} already exists`, { cause });
+      }
+      throw cause;
+    }
+    if (terms !== null) {
+      for (let at = 0; at < terms.length; at += blindIndexTermBytes) this.stmts.insertTerm.run(terms.subarray(at, at + blindIndexTermBytes), seq);
+    }
+    if (v.status === 'committed') this.makeCurrent({ seq, resource_type: v.resourceType, id: v.id, deleted: v.deleted ? 1 : 0 });
+  }
+
+  /** Makes a newly committed version its resource's current one, unless a newer one already is. */
+  private makeCurrent(row: PendingRow): void {
+    const currentSeq = this.stmts.current.get(row.resource_type, row.id) as number | undefined;
+    if (currentSeq !== undefined && currentSeq > row.seq) {
+      // A newer version was committed first: this one is history only, so its terms must not match.
+      this.dropTerms(row.seq);
+      return;
+    }
+    if (currentSeq !== undefined) this.dropTerms(currentSeq);
+    this.stmts.upsertCurrent.run(row.resource_type, row.id, row.seq, row.deleted);
+  }
+
+  private markCommittedNow(txIds: readonly string[]): number {
+    let changed = 0;
+    for (const txId of txIds) {
+      for (const row of this.stmts.pendingByTx.all(txId) as PendingRow[]) {
+        this.stmts.setCommitted.run(row.seq);
+        this.makeCurrent(row);
+        changed++;
+      }
+    }
+    return changed;
+  }
+
+  /** Decrypts a row into a version; `not-found` for pending or erased rows, `integrity` on any tampering. */
+  private toVersion(row: VersionRow): StoredVersion {
+    const ref = versionRef(row.resource_type, row.id, row.version_id);
+    if (row.status === statusPending) throw new HlError('not-found', `${ref} is not committed`);
+    if (row.sealed === null) throw new HlError('not-found', `${ref} was erased`);
+    if (row.wrapped === null) throw new HlError('integrity', `${ref} has no data key (its compartment's key is missing)`);
+    const dek = this.unwrapDek(row.owner ?? nodeOwner, row.wrapped);
+    let plain: Uint8Array;
+    try {
+      plain = open(dek, row.sealed, aadOf(row.resource_type, row.id, row.version_id));
+    } catch (cause) {
+      throw new HlError('integrity', `${ref} failed authentication: its ciphertext was altered, swapped or sealed under another key`, { cause });
+    }
+    if (plain.length < saltBytes) throw new HlError('integrity', `${ref} decrypted to fewer bytes than a salt`);
+    return {
+      resourceType: row.resource_type,
+      id: row.id,
+      versionId: row.version_id,
+      lastUpdated: row.last_updated,
+      deleted: row.deleted === 1,
+      patient: row.owner,
+      content: plain.subarray(saltBytes),
+      salt: plain.subarray(0, saltBytes),
+      status: 'committed',
+      txId: row.tx_id,
+    };
+  }
+
+  private page(rows: VersionRow[], limit: number): HistoryPage {
+    const more = rows.length > limit;
+    const kept = more ? rows.slice(0, limit) : rows;
+    const last = kept[kept.length - 1];
+    return { versions: kept.map((r) => this.toVersion(r)), nextCursor: more && last ? String(last.seq) : null };
+  }
+
+  /**
+   * Checkpoints and truncates the WAL so that bytes just deleted (zeroed in the database by secure_delete)
+   * leave no older copy in the log. False when it could not: inside a caller's transaction, or another
+   * connection is reading.
+   */
+  private checkpointLog(): boolean {
+    if (this.db.inTransaction) return false;
+    if (this.db.memory) return true;
+    const result = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
+    const first = result[0];
+    // Not in WAL mode (journal_mode set elsewhere): log is -1 and there is no WAL to purge.
+    return first !== undefined && first.busy === 0 && (first.log === 0 || first.log === -1);
+  }
+
+  async writeVersions(versions: readonly VersionWrite[]): Promise<void> {
+    validateWrites(versions);
+    // A DEK created in a transaction that rolls back (here or in a caller's enclosing one) stays in the cache
+    // but no longer matches the table, which every write and read consults first: the next write makes a new one.
+    this.tx.write(versions);
+  }
+
+  async readVersion(resourceType: string, id: string, versionId?: string): Promise<StoredVersion> {
+    requireResourceType(resourceType);
+    requireId(id, 'id');
+    if (versionId !== undefined) {
+      requireId(versionId, 'versionId');
+      const row = this.stmts.versionByVid.get(resourceType, id, versionId) as VersionRow | undefined;
+      if (!row) throw new HlError('not-found', `${versionRef(resourceType, id, versionId)} not found`);
+      return this.toVersion(row);
+    }
+    const row = this.stmts.versionCurrent.get(resourceType, id) as VersionRow | undefined;
+    if (!row) throw new HlError('not-found', `${resourceType}/${id} not found`);
+    return this.toVersion(row);
+  }
+
+  async historyInstance(resourceType: string, id: string, options: HistoryOptions = {}): Promise<HistoryPage> {
+    requireResourceType(resourceType);
+    requireId(id, 'id');
+    const p = parseLimit(options);
+    const rows = this.stmts.historyInstance.all(resourceType, id, p.before, p.sinceMs, p.limit + 1, p.offset) as VersionRow[];
+    return this.page(rows, p.limit);
+  }
+
+  async historyType(resourceType: string, options: HistoryOptions = {}): Promise<HistoryPage> {
+    requireResourceType(resourceType);
+    const p = parseLimit(options);
+    const rows = this.stmts.historyType.all(resourceType, p.before, p.sinceMs, p.limit + 1, p.offset) as VersionRow[];
+    return this.page(rows, p.limit);
+  }
+
+  async historySystem(options: HistoryOptions = {}): Promise<HistoryPage> {
+    const p = parseLimit(options);
+    const rows = this.stmts.historySystem.all(p.before, p.sinceMs, p.limit + 1, p.offset) as VersionRow[];
+    return this.page(rows, p.limit);
+  }
+
+  async markCommitted(txIds: readonly string[]): Promise<number> {
+    return this.tx.markCommitted(txIds);
+  }
+
+  async pendingVersions(): Promise<PendingVersion[]> {
+    const rows = this.stmts.pending.all() as {
+      resource_type: string;
+      id: string;
+      version_id: string;
+      tx_id: string | null;
+      written_ms: number;
+    }[];
+    return rows.map((r) => ({ resourceType: r.resource_type, id: r.id, versionId: r.version_id, txId: r.tx_id, writtenMs: r.written_ms }));
+  }
+
+  async dropPending(which: PendingSelector): Promise<number> {
+    let rows: { seq: number }[];
+    if ('txIds' in which) {
+      rows = which.txIds.flatMap((txId) => this.stmts.pendingSeqsByTx.all(txId) as { seq: number }[]);
+    } else {
+      if (!Number.isFinite(which.writtenBeforeMs)) throw new HlError('invalid', 'writtenBeforeMs is not a time');
+      rows = this.stmts.pendingBefore.all(which.writtenBeforeMs) as { seq: number }[];
+    }
+    this.tx.dropPending(rows);
+    return rows.length;
+  }
+
+  async erasePatient(patient: string): Promise<ErasureReport> {
+    requireId(patient, 'patient');
+    const versionsErased = this.tx.erasePatient(patient);
+    this.evictDek(patient);
+    return { versionsErased, residuePurged: this.checkpointLog() };
+  }
+
+  async eraseVersion(resourceType: string, id: string, versionId: string): Promise<ErasureReport> {
+    requireResourceType(resourceType);
+    requireId(id, 'id');
+    requireId(versionId, 'versionId');
+    const row = this.stmts.seqByVid.get(resourceType, id, versionId) as { seq: number; erased: number } | undefined;
+    if (!row) throw new HlError('not-found', `${versionRef(resourceType, id, versionId)} not found`);
+    if (row.erased === 1) return { versionsErased: 0, residuePurged: this.checkpointLog() };
+    this.tx.eraseVersion(row.seq);
+    return { versionsErased: 1, residuePurged: this.checkpointLog() };
+  }
+
+  async rotateKek(newKek: Uint8Array): Promise<RotationReport> {
+    requireKek(newKek);
+    const next = new Uint8Array(newKek);
+    const keysRewrapped = this.tx.rotate(next);
+    this.kek.fill(0);
+    this.kek = next;
+    // Cached DEKs are unchanged; their wrapped bytes are not, so drop the stale entries.
+    for (const owner of [...this.dekCache.keys()]) this.evictDek(owner);
+    return { keysRewrapped, residuePurged: this.checkpointLog() };
+  }
+
+  private termsOf(resourceType: string, criterion: IndexCriterion): Uint8Array[] {
+    if (!isIndexName(criterion.param)) throw new HlError('invalid', 'param is empty, too long or contains "|"');
+    if (!isBlindIndexKind(criterion.kind)) throw new HlError('invalid', 'kind is not a blind-index kind');
+    const values = typeof criterion.value === 'string' ? [criterion.value] : criterion.value;
+    if (values.length === 0) throw new HlError('invalid', 'a search criterion needs at least one value');
+    return values.map((value) => this.termOf(resourceType, criterion.param, termForQuery(criterion.kind, value)));
+  }
+
+  async findByIndex(resourceType: string, param: string, kind: BlindIndexKind, value: string | readonly string[]): Promise<string[]> {
+    return this.findByIndexAll(resourceType, [{ param, kind, value }]);
+  }
+
+  async findByIndexAll(resourceType: string, criteria: readonly IndexCriterion[]): Promise<string[]> {
+    requireResourceType(resourceType);
+    if (criteria.length === 0) throw new HlError('invalid', 'a search needs at least one criterion');
+    const terms = criteria.map((c) => this.termsOf(resourceType, c));
+    const shape = terms.map((t) => t.length).join(',');
+    let stmt = this.intersectStmts.get(shape);
+    if (!stmt) {
+      const selects = terms.map(
+        (t) => `SELECT c.id FROM record_index i JOIN record_current c ON c.seq = i.seq WHERE i.term IN (${t.map(() => '?').join(', ')})`,
+      );
+      stmt = this.db.prepare(`${selects.join(' INTERSECT ')} ORDER BY 1`).pluck();
+      if (this.intersectStmts.size < 256) this.intersectStmts.set(shape, stmt);
+    }
+    return stmt.all(...terms.flat()) as string[];
+  }
+
+  async currentIds(resourceType: string): Promise<string[]> {
+    requireResourceType(resourceType);
+    return this.stmts.currentIds.all(resourceType) as string[];
+  }
+
+  async compartment(patient: string): Promise<ResourceRef[]> {
+    requireId(patient, 'patient');
+    const rows = this.stmts.compartment.all(patient) as { resource_type: string; id: string }[];
+    return rows.map((r) => ({ resourceType: r.resource_type, id: r.id }));
+  }
+}
+
+/**
+ * Opens the record store in `db` (creating its tables on first use). Rejects with `integrity` when `kek`
+ * does not unwrap the keys already stored there, and `invalid` when it is not 32 bytes.
+ */
+export async function openSqliteRecordStore(options: SqliteRecordStoreOptions): Promise<SqliteRecordStore> {
+  return new SqliteRecordStore(options);
+}

@@ -1,0 +1,192 @@
+/**
+ * FHIR R4 REST over real HTTP: create, read, vread, update (If-Match), delete, history, and `$proof`
+ * verified as an outsider would with `healthledger/verify` alone. Bad input gets a 4xx OperationOutcome and
+ * stores nothing; a tampered record or commitment is refused on read, never returned.
+ */
+import { createHash } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initNode, issueAdminToken, startNode, type RunningNode } from '../src/node.js';
+import { leafHash, verifyCheckpoint, verifyInclusion } from '../src/ledger/verify.js';
+import { runCli, tempDir } from './helpers.js';
+
+const work = tempDir('hl-fhir-');
+let running: RunningNode;
+let auth: Record<string, string>;
+
+const patient = {
+  resourceType: 'Patient',
+  identifier: [{ system: 'urn:test:mrn', value: 'MRN-8842-TEST' }],
+  name: [{ family: 'Quillfeather', given: ['Ottoline'] }],
+  gender: 'female',
+  birthDate: '1971-04-12',
+  address: [{ line: ['17 Larkspur Close'], city: 'Pembrooke' }],
+};
+
+beforeAll(async () => {
+  await initNode({ org: 'Summit Clinic', dataDir: work.path });
+  running = await startNode({ dataDir: work.path, port: 0 });
+  auth = { authorization: `Bearer ${await issueAdminToken({ dataDir: work.path })}` };
+});
+
+afterAll(async () => {
+  await running?.close();
+  work.cleanup();
+});
+
+async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(`${running.url}${path}`, {
+    method,
+    headers: { ...auth, ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}), ...headers },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, text, json: text ? JSON.parse(text) : undefined };
+}
+
+const ledgerSize = () => running.node.ledger.treeSize;
+
+describe('FHIR CRUD', () => {
+  let id = '';
+
+  it('serves a CapabilityStatement without a token', async () => {
+    const res = await fetch(`${running.url}/fhir/metadata`);
+    const cs = (await res.json()) as any;
+    expect(res.status).toBe(200);
+    expect(cs).toMatchObject({ resourceType: 'CapabilityStatement', fhirVersion: '4.0.1' });
+    expect(cs.rest[0].resource.find((r: { type: string }) => r.type === 'Observation').interaction.map((i: { code: string }) => i.code)).toContain('vread');
+  });
+
+  it('creates a Patient: 201, Location, ETag, server id and meta', async () => {
+    const before = ledgerSize();
+    const r = await call('POST', '/fhir/Patient', { ...patient, id: 'client-chosen' });
+    expect(r.status).toBe(201);
+    id = r.json.id;
+    expect(id).not.toBe('client-chosen');
+    expect(r.json.meta.versionId).toBe('1');
+    expect(r.headers.get('etag')).toBe('W/"1"');
+    expect(r.headers.get('location')).toBe(`${running.url}/fhir/Patient/${id}/_history/1`);
+    expect(ledgerSize()).toBe(before + 1);
+  });
+
+  it('reads and vreads back exactly what was committed', async () => {
+    const read = await call('GET', `/fhir/Patient/${id}`);
+    const vread = await call('GET', `/fhir/Patient/${id}/_history/1`);
+    expect(read.status).toBe(200);
+    expect(read.text).toBe(vread.text);
+    const { id: _i, meta: _m, ...rest } = read.json;
+    expect(rest).toEqual(patient);
+  });
+
+  it('updates with If-Match and refuses a stale If-Match with 412', async () => {
+    const current = (await call('GET', `/fhir/Patient/${id}`)).json;
+    const r = await call('PUT', `/fhir/Patient/${id}`, { ...current, active: true }, { 'if-match': 'W/"1"' });
+    expect(r.status).toBe(200);
+    expect(r.json.meta.versionId).toBe('2');
+    const stale = await call('PUT', `/fhir/Patient/${id}`, { ...current, active: false }, { 'if-match': 'W/"1"' });
+    expect(stale.status).toBe(412);
+    expect(stale.json.resourceType).toBe('OperationOutcome');
+    expect((await call('GET', `/fhir/Patient/${id}`)).json.active).toBe(true);
+  });
+
+  it('proves a version untampered with $proof, checked as an outsider', async () => {
+    const vread = await call('GET', `/fhir/Patient/${id}/_history/2`);
+    const p = await call('GET', `/fhir/Patient/${id}/_history/2/$proof`);
+    expect(p.status).toBe(200);
+    const param = (name: string) => p.json.parameter.filter((x: { name: string }) => x.name === name);
+    const b64 = (s: string) => Uint8Array.from(Buffer.from(s, 'base64'));
+    const leaf = b64(param('leaf')[0].valueBase64Binary);
+    const salt = b64(param('salt')[0].valueBase64Binary);
+    const tx = JSON.parse(Buffer.from(leaf).toString('utf8'));
+    expect(tx).toMatchObject({ type: 'record.commit', body: { resourceType: 'Patient', id, versionId: '2' } });
+    // the commitment covers the exact bytes vread returned
+    const commitment = createHash('sha256').update(salt).update(vread.text).digest('hex');
+    expect(tx.body.commitment).toBe(commitment);
+    const members = (await (await fetch(`${running.url}/ledger/members`)).json()) as any;
+    const cp = verifyCheckpoint(param('checkpoint')[0].valueString, members.members.map((m: { verifierKey: string }) => m.verifierKey));
+    expect(BigInt(param('treeSize')[0].valueInteger64)).toBe(cp.treeSize);
+    verifyInclusion(BigInt(param('leafIndex')[0].valueInteger64), cp.treeSize, leafHash(leaf), param('proof').map((x: { valueBase64Binary: string }) => b64(x.valueBase64Binary)), cp.rootHash);
+    // and no PHI on the ledger: the leaf names no name, identifier or birth date, and not the local id
+    const leafText = Buffer.from(leaf).toString('utf8');
+    for (const s of ['Quillfeather', 'Ottoline', 'MRN-8842-TEST', '1971-04-12', 'Larkspur']) expect(leafText).not.toContain(s);
+    expect(tx.body.patient).toMatch(/^psn-[0-9a-f]{32}$/);
+  });
+
+  it('deletes: 204, then read is 410 while old versions stay readable; history lists all three', async () => {
+    expect((await call('DELETE', `/fhir/Patient/${id}`)).status).toBe(204);
+    const gone = await call('GET', `/fhir/Patient/${id}`);
+    expect(gone.status).toBe(410);
+    expect(gone.json.issue[0].code).toBe('deleted');
+    expect((await call('GET', `/fhir/Patient/${id}/_history/1`)).status).toBe(200);
+    const history = await call('GET', `/fhir/Patient/${id}/_history`);
+    expect(history.json).toMatchObject({ resourceType: 'Bundle', type: 'history' });
+    expect(history.json.entry.map((e: { request: { method: string } }) => e.request.method)).toEqual(['DELETE', 'PUT', 'POST']);
+  });
+});
+
+describe('FHIR bad input: 4xx OperationOutcome, nothing stored', () => {
+  it.each([
+    ['malformed JSON', 'POST', '/fhir/Patient', '{"resourceType":"Patient",', {}, 400, /not valid JSON/],
+    ['a wrong content type', 'POST', '/fhir/Patient', 'resourceType=Patient', { 'content-type': 'text/plain' }, 415, /content type/],
+    ['an unknown resource type', 'POST', '/fhir/Spaceship', { resourceType: 'Spaceship' }, {}, 404, /unknown resource type/],
+    ['a resourceType that does not match the URL', 'POST', '/fhir/Patient', { resourceType: 'Observation' }, {}, 400, /does not match/],
+    ['an invalid resource', 'POST', '/fhir/Patient', { resourceType: 'Patient', gender: 'girl', birthDate: '12/04/1971' }, {}, 422, /Patient\.gender/],
+    ['a body over the size limit', 'POST', '/fhir/Patient', { resourceType: 'Patient', text: 'x'.repeat(9 * 1024 * 1024) }, {}, 413, /too large/],
+    ['a bad id', 'GET', '/fhir/Patient/bad$id', undefined, {}, 400, /must match/],
+    ['an unknown id', 'GET', '/fhir/Patient/does-not-exist', undefined, {}, 404, /./],
+    ['a malformed If-Match', 'PUT', '/fhir/Patient/x', { resourceType: 'Patient', id: 'x' }, { 'if-match': 'version one' }, 400, /If-Match/],
+  ])('%s', async (_name, method, path, body, headers, status, message) => {
+    const before = ledgerSize();
+    const r = await call(method, path, body, headers as Record<string, string>);
+    expect(r.status).toBe(status);
+    expect(r.json.resourceType).toBe('OperationOutcome');
+    expect(JSON.stringify(r.json.issue)).toMatch(message);
+    expect(ledgerSize()).toBe(before);
+  });
+
+  it('lists every validation issue with its FHIRPath', async () => {
+    const r = await call('POST', '/fhir/Patient', { resourceType: 'Patient', gender: 'girl', birthDate: '12/04/1971' });
+    expect(r.status).toBe(422);
+    const expressions = r.json.issue.flatMap((i: { expression?: string[] }) => i.expression ?? []);
+    expect(expressions).toEqual(expect.arrayContaining(['Patient.gender', 'Patient.birthDate']));
+    expect(JSON.stringify(r.json)).not.toContain('girl');
+  });
+
+  it('rejects an id mismatch on update', async () => {
+    const created = (await call('POST', '/fhir/Observation', { resourceType: 'Observation', status: 'final', code: { text: 'x' } })).json;
+    const r = await call('PUT', `/fhir/Observation/${created.id}`, { ...created, id: 'other' });
+    expect(r.status).toBe(400);
+    expect(r.json.issue[0].diagnostics).toMatch(/must match the id in the URL/);
+  });
+});
+
+describe('tampering with stored records', () => {
+  it('refuses to return a record whose ciphertext was changed, and one whose commitment was changed', async () => {
+    const a = (await call('POST', '/fhir/Patient', patient)).json;
+    const b = (await call('POST', '/fhir/Patient', patient)).json;
+    const db = new Database(`${work.path}/ledger.sqlite`);
+    try {
+      // flip one byte of a's sealed record
+      const row = db.prepare("SELECT seq, sealed FROM record_version WHERE resource_type = 'Patient' AND id = ?").get(a.id) as { seq: number; sealed: Buffer };
+      row.sealed[row.sealed.length - 20]! ^= 1;
+      db.prepare('UPDATE record_version SET sealed = ? WHERE seq = ?').run(row.sealed, row.seq);
+      // change b's commitment on the ledger
+      const txId = (db.prepare("SELECT tx_id FROM record_version WHERE resource_type = 'Patient' AND id = ?").get(b.id) as { tx_id: string }).tx_id;
+      const tx = db.prepare('SELECT bytes FROM ledger_tx WHERE tx_id = ?').get(txId) as { bytes: Buffer };
+      const text = tx.bytes.toString('utf8');
+      const at = text.indexOf('"commitment":"') + 14;
+      db.prepare('UPDATE ledger_tx SET bytes = ? WHERE tx_id = ?').run(Buffer.from(text.slice(0, at) + (text[at] === '0' ? '1' : '0') + text.slice(at + 1)), txId);
+    } finally {
+      db.close();
+    }
+    for (const rid of [a.id, b.id]) {
+      const r = await call('GET', `/fhir/Patient/${rid}`);
+      expect(r.status).toBe(500);
+      expect(r.json.issue[0].diagnostics).toMatch(/integrity|authentication/);
+      expect(r.text).not.toContain('Quillfeather');
+    }
+    const verified = runCli(['verify', '--data', work.path]);
+    expect(verified.status).toBe(1);
+    expect(verified.stderr).toMatch(/bytes do not match its id/);
+  });
+});
