@@ -1,7 +1,7 @@
 /**
  * Shared helpers for end-to-end tests: temp dirs, running the built CLI, and populating a node.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,4 +36,16 @@ export function commitBody(i: number): Record<string, unknown> {
     versionId: '1',
     commitment: randomBytes(32).toString('hex'),
   };
+}
+
+/** Runs the built CLI without blocking this process (for tests that serve HTTP in-process). */
+export function runCliAsync(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (status) => resolve({ status: status ?? -1, stdout, stderr }));
+  });
 }

@@ -21,6 +21,7 @@ export function buildCapabilityStatement(options: { resourceTypes: readonly stri
           description:
             'Bearer tokens signed by the node key (healthledger token). Every request except /fhir/metadata needs one. SMART on FHIR login is not implemented yet.',
         },
+        interaction: [{ code: 'transaction' }, { code: 'batch' }],
         resource: options.resourceTypes.map((type) => ({
           type,
           interaction: interactions,

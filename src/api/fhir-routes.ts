@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HlError, toBase64 } from '../kernel/index.js';
 import type { LedgeredRepository, ServedVersion } from '../repository/index.js';
 import { intParam } from './params.js';
+import { httpErrorOf } from './errors.js';
 
 const fhirJson = 'application/fhir+json; charset=utf-8';
 const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -63,6 +64,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
   const { repository } = deps;
 
   app.get('/fhir/metadata', async (_req, reply) => reply.type(fhirJson).send(deps.capabilityStatement()));
+  registerBundleRoute(app, deps);
 
   app.post<{ Params: TypeParams }>('/fhir/:type', async (req, reply) => {
     checkType(deps, req.params.type);
@@ -150,5 +152,67 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
         { name: 'checkpoint', valueString: p.checkpoint },
       ],
     });
+  });
+}
+
+interface BundleBody {
+  resourceType?: unknown;
+  type?: unknown;
+  entry?: unknown;
+}
+
+function bundleEntries(body: unknown): { type: 'transaction' | 'batch'; entries: { fullUrl?: string; method: string; url: string; resource?: unknown }[] } {
+  const b = body as BundleBody | null;
+  if (typeof b !== 'object' || b === null || b.resourceType !== 'Bundle') throw new HlError('invalid', 'POST to the base needs a Bundle');
+  if (b.type !== 'transaction' && b.type !== 'batch') throw new HlError('invalid', 'Bundle.type must be transaction or batch');
+  if (!Array.isArray(b.entry)) throw new HlError('invalid', 'Bundle.entry must be a list');
+  if (b.entry.length > 10_000) throw new HlError('too-costly', 'a Bundle may hold at most 10,000 entries');
+  const entries = b.entry.map((raw: unknown, i: number) => {
+    const e = raw as { fullUrl?: unknown; request?: { method?: unknown; url?: unknown }; resource?: unknown } | null;
+    if (typeof e !== 'object' || e === null || typeof e.request !== 'object' || e.request === null) {
+      throw new HlError('invalid', `Bundle.entry[${i}].request is required`);
+    }
+    if (typeof e.request.method !== 'string' || typeof e.request.url !== 'string') {
+      throw new HlError('invalid', `Bundle.entry[${i}].request needs a method and a url`);
+    }
+    if (e.fullUrl !== undefined && typeof e.fullUrl !== 'string') throw new HlError('invalid', `Bundle.entry[${i}].fullUrl must be a string`);
+    return { ...(e.fullUrl !== undefined ? { fullUrl: e.fullUrl as string } : {}), method: e.request.method, url: e.request.url, resource: e.resource };
+  });
+  return { type: b.type, entries };
+}
+
+function responseEntry(base: string, v: ServedVersion) {
+  return {
+    fullUrl: `${base}/${v.resourceType}/${v.id}`,
+    response: {
+      status: '201 Created',
+      location: `${v.resourceType}/${v.id}/_history/${v.versionId}`,
+      etag: `W/"${v.versionId}"`,
+      lastModified: v.lastUpdated,
+    },
+  };
+}
+
+/** Registers transaction and batch Bundles at POST /fhir (http.html#transaction). */
+export function registerBundleRoute(app: FastifyInstance, deps: FhirRouteDeps): void {
+  app.post('/fhir', async (req, reply) => {
+    const { type, entries } = bundleEntries(req.body);
+    const base = baseUrl(req);
+    if (type === 'transaction') {
+      const versions = await deps.repository.transaction(entries);
+      return reply.type(fhirJson).send({ resourceType: 'Bundle', type: 'transaction-response', entry: versions.map((v) => responseEntry(base, v)) });
+    }
+    // batch: each entry on its own; a failure is reported in its response entry
+    const results = [];
+    for (const e of entries) {
+      try {
+        const [v] = await deps.repository.transaction([e]);
+        results.push(responseEntry(base, v!));
+      } catch (err) {
+        const { status, outcome } = httpErrorOf(err);
+        results.push({ response: { status: String(status), outcome } });
+      }
+    }
+    return reply.type(fhirJson).send({ resourceType: 'Bundle', type: 'batch-response', entry: results });
   });
 }

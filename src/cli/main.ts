@@ -9,6 +9,7 @@ import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
 import { initNode, isHlError, issueAdminToken, startNode, verifyDataDir, writeSynthBundles } from '../node.js';
 import { runBench } from '../bench/index.js';
+import { importFiles } from './import.js';
 
 /** Exit codes. */
 export const ExitCode = { ok: 0, failed: 1, usage: 2 } as const;
@@ -110,6 +111,32 @@ function buildProgram(out: (s: string) => void): Command {
         bar.stop();
       }
       out(`wrote ${result.files} patients (${result.resources} resources) to ${opts.out}\n`);
+    });
+
+  program
+    .command('import')
+    .description('load FHIR Bundles (.json) and NDJSON (.ndjson) into a node over HTTP, with a summary of failures')
+    .argument('<files...>', 'bundle or NDJSON files')
+    .requiredOption('--url <url>', 'the node, e.g. http://127.0.0.1:8080')
+    .option('--token <token>', 'bearer token (default: $HEALTHLEDGER_TOKEN)')
+    .action(async (fileArgs: string[], opts: { url: string; token?: string }) => {
+      const token = opts.token ?? process.env.HEALTHLEDGER_TOKEN;
+      if (!token) throw new HlErrorForCli('a token is needed: --token or HEALTHLEDGER_TOKEN (healthledger token --data DIR)');
+      if (!/^https?:\/\/[^\s]+$/.test(opts.url)) throw new HlErrorForCli('--url must be an http(s) URL');
+      const bar = progressBar('importing', 'files');
+      let results;
+      try {
+        results = await importFiles(fileArgs, { url: opts.url, token, onProgress: (d, t) => bar.update(d, t) });
+      } catch (err) {
+        bar.stop();
+        throw new HlErrorForCli(err instanceof Error ? err.message : String(err));
+      }
+      bar.stop();
+      const failed = results.filter((r) => !r.ok);
+      const resources = results.filter((r) => r.ok).reduce((n, r) => n + r.resources, 0);
+      out(`imported ${results.length - failed.length} of ${results.length} files (${resources} resources)\n`);
+      for (const f of failed) out(`  FAILED ${f.file}: ${f.error}\n`);
+      if (failed.length > 0) process.exitCode = ExitCode.failed;
     });
 
   program

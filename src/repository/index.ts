@@ -5,6 +5,7 @@
  */
 export {
   LedgeredRepository,
+  type BundleEntryInput,
   type RecordCommitBody,
   type RecordCommitter,
   type RepositoryDeps,

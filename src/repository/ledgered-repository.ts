@@ -67,6 +67,25 @@ export interface VersionProof {
 
 const fhirId = /^[A-Za-z0-9\-.]{1,64}$/;
 
+/** One entry of a transaction or batch Bundle, as the API hands it over. */
+export interface BundleEntryInput {
+  fullUrl?: string;
+  method: string;
+  url: string;
+  resource?: unknown;
+}
+
+/** Replaces every `reference` that names a key of `map` (a bundle fullUrl) with its new `Type/id`. */
+function rewriteReferences(value: unknown, map: ReadonlyMap<string, string>): unknown {
+  if (Array.isArray(value)) return value.map((v) => rewriteReferences(v, map));
+  if (value === null || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    out[k] = k === 'reference' && typeof v === 'string' && map.has(v) ? map.get(v) : rewriteReferences(v, map);
+  }
+  return out;
+}
+
 function served(v: StoredVersion): ServedVersion {
   return { resourceType: v.resourceType, id: v.id, versionId: v.versionId, lastUpdated: v.lastUpdated, deleted: v.deleted, content: v.content };
 }
@@ -154,6 +173,45 @@ export class LedgeredRepository {
       deleted: p.deleted,
       content: p.content,
     }));
+  }
+
+  /**
+   * FHIR transaction (http.html#transaction): all entries or none. POST entries get new ids first, and every
+   * reference to an entry's fullUrl (urn:uuid:...) is rewritten to `Type/id`; all resources are validated
+   * before anything is written (issues name `Bundle.entry[i].resource...`); then every version is sealed,
+   * committed to the ledger in one batch and marked committed together.
+   */
+  async transaction(entries: readonly BundleEntryInput[]): Promise<ServedVersion[]> {
+    const newIds = new Map<string, string>();
+    entries.forEach((e, i) => {
+      if (e.method !== 'POST') throw new HlError('invalid', `Bundle.entry[${i}].request.method: only POST is supported in transactions so far`);
+      const resource = e.resource as Resource | undefined;
+      if (typeof resource !== 'object' || resource === null || typeof resource.resourceType !== 'string') {
+        throw new HlError('invalid', `Bundle.entry[${i}].resource must be a FHIR resource`);
+      }
+      const target = `${resource.resourceType}/${randomUUID()}`;
+      if (e.fullUrl !== undefined) {
+        if (newIds.has(e.fullUrl)) throw new HlError('invalid', `Bundle.entry[${i}].fullUrl is not unique`);
+        newIds.set(e.fullUrl, target);
+      }
+      if (e.url !== resource.resourceType) {
+        throw new HlError('invalid', `Bundle.entry[${i}].request.url must be the resource type "${resource.resourceType}" for a POST`);
+      }
+      newIds.set(`#entry-${i}`, target);
+    });
+    const issues: Issue[] = [];
+    const versions = entries.map((e, i) => {
+      const rewritten = rewriteReferences(e.resource, newIds) as Resource;
+      const found = this.deps.validate(rewritten);
+      for (const issue of found) {
+        issues.push({ ...issue, expression: `Bundle.entry[${i}].resource${issue.expression ? issue.expression.slice(issue.expression.indexOf('.')) : ''}` });
+      }
+      const target = newIds.get(`#entry-${i}`)!;
+      const meta = { ...(rewritten.meta ?? {}), versionId: '1', lastUpdated: this.nowInstant() };
+      return { ...rewritten, id: target.slice(target.indexOf('/') + 1), meta } as Resource;
+    });
+    if (issues.length > 0) throw new HlError('processing', `the transaction has ${issues.length} invalid issue(s); nothing was stored`, { issues });
+    return this.writeCommitted(versions.map((version) => ({ version, patient: this.deps.patientOf(version), deleted: false })));
   }
 
   /** FHIR create (http.html#create): a new id, versionId 1; any id in the body is ignored, as the spec says. */
