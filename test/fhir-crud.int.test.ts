@@ -124,6 +124,31 @@ describe('FHIR CRUD', () => {
   });
 });
 
+describe('concurrent writes (group commit)', () => {
+  it('acknowledges 40 concurrent creates, each with its own id, all readable', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => call('POST', '/fhir/Observation', { resourceType: 'Observation', status: 'final', code: { text: `c${i}` } })),
+    );
+    expect(results.map((r) => r.status)).toEqual(Array(40).fill(201));
+    const ids = new Set(results.map((r) => r.json.id));
+    expect(ids.size).toBe(40);
+    for (const r of results.slice(0, 5)) expect((await call('GET', `/fhir/Observation/${r.json.id}`)).json.code.text).toBe(r.json.code.text);
+  });
+
+  it('lets exactly one of ten concurrent updates of the same version win', async () => {
+    const created = (await call('POST', '/fhir/Observation', { resourceType: 'Observation', status: 'final', code: { text: 'race' } })).json;
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => call('PUT', `/fhir/Observation/${created.id}`, { ...created, code: { text: `race-${i}` } }, { 'if-match': 'W/"1"' })),
+    );
+    const statuses = results.map((r) => r.status);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(1);
+    expect(statuses.filter((s) => s !== 200).every((s) => s === 409 || s === 412)).toBe(true);
+    const winner = results.find((r) => r.status === 200)!.json;
+    expect((await call('GET', `/fhir/Observation/${created.id}`)).json.code.text).toBe(winner.code.text);
+    expect(await running.node.records.pendingVersions()).toEqual([]);
+  });
+});
+
 describe('FHIR bad input: 4xx OperationOutcome, nothing stored', () => {
   it.each([
     ['malformed JSON', 'POST', '/fhir/Patient', '{"resourceType":"Patient",', {}, 400, /not valid JSON/],

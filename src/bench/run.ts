@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { toHex } from '../kernel/index.js';
 import { Ed25519VerifierPool, sha256 } from '../crypto/index.js';
 import { TxType, auditLedger, merkle, nodeHasher, openSqliteLedgerStore, publicVerifier, signTx } from '../ledger/index.js';
-import { initNode, openNode } from '../node.js';
+import { initNode, issueAdminToken, openNode, startNode } from '../node.js';
+import { generatePatientBundle } from '../synth/index.js';
 
 interface Row {
   what: string;
@@ -180,6 +181,80 @@ async function benchAudit(dataDir: string, rows: Row[]): Promise<void> {
   }
 }
 
+/** FHIR over real HTTP on 127.0.0.1: transaction ingest, concurrent single creates, reads by id. */
+async function benchFhir(dir: string, patients: number, rows: Row[]): Promise<void> {
+  const dataDir = join(dir, 'fhir-node');
+  await initNode({ org: 'Bench Clinic', dataDir });
+  const running = await startNode({ dataDir, port: 0 });
+  try {
+    const auth = { authorization: `Bearer ${await issueAdminToken({ dataDir })}`, 'content-type': 'application/fhir+json' };
+    const bundles = Array.from({ length: patients }, (_, i) => JSON.stringify(generatePatientBundle(2026, i + 1)));
+    const resources = bundles.reduce((n, b) => n + (JSON.parse(b) as { entry: unknown[] }).entry.length, 0);
+    note(`ingesting ${fmt(patients)} synthetic patients (${fmt(resources)} resources) as transaction bundles, 2 in flight`);
+    const ids: string[] = [];
+    let next = 0;
+    const started = performance.now();
+    await Promise.all(
+      [0, 1].map(async () => {
+        while (next < bundles.length) {
+          const body = bundles[next++]!;
+          const res = await fetch(`${running.url}/fhir`, { method: 'POST', headers: auth, body });
+          const json = (await res.json()) as { entry?: { response: { location: string } }[] };
+          if (res.status !== 200) throw new Error(`bench transaction failed with HTTP ${res.status}`);
+          for (const e of json.entry ?? []) ids.push(e.response.location.split('/_history')[0]!);
+        }
+      }),
+    );
+    const ingestSeconds = (performance.now() - started) / 1000;
+    rows.push({
+      what: `transaction-bundle ingest over HTTP, validated + encrypted + committed (${fmt(resources)} resources)`,
+      measured: `${fmt(resources / ingestSeconds)} resources/s`,
+      budget: '≥ 20,000 resources/s',
+      verdict: verdict(resources / ingestSeconds >= 20_000),
+    });
+
+    const creates = 2000;
+    note(`${fmt(creates)} single creates from 16 concurrent clients`);
+    const observation = JSON.stringify({ resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] }, valueQuantity: { value: 72, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' } });
+    let sent = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (sent < creates) {
+          sent++;
+          const res = await fetch(`${running.url}/fhir/Observation`, { method: 'POST', headers: auth, body: observation });
+          await res.arrayBuffer();
+          if (res.status !== 201) throw new Error(`bench create failed with HTTP ${res.status}`);
+        }
+      }),
+    );
+    const createRate = creates / ((performance.now() - t0) / 1000);
+    rows.push({ what: 'single-resource create over HTTP, 16 concurrent clients', measured: `${fmt(createRate)} req/s`, budget: '≥ 3,000 req/s', verdict: verdict(createRate >= 3000) });
+
+    const reads = 3000;
+    note(`${fmt(reads)} reads by id`);
+    const latencies: number[] = [];
+    for (let i = 0; i < reads; i++) {
+      const id = ids[Math.floor(Math.random() * ids.length)]!;
+      const r0 = performance.now();
+      const res = await fetch(`${running.url}/fhir/${id}`, { headers: auth });
+      await res.arrayBuffer();
+      latencies.push(performance.now() - r0);
+      if (res.status !== 200) throw new Error(`bench read failed with HTTP ${res.status}`);
+    }
+    latencies.sort((a, b) => a - b);
+    rows.push({
+      what: `read by id over HTTP, commitment checked (${fmt(ids.length)} resources stored) p50 / p99`,
+      measured: `${fmt(percentile(latencies, 50), 2)} / ${fmt(percentile(latencies, 99), 2)} ms`,
+      budget: '≤ 5 ms p99',
+      verdict: verdict(percentile(latencies, 99) <= 5),
+    });
+    rows.push({ what: 'search p50 / p99 at 100k resources', measured: 'not measured: search is not implemented yet', budget: '≤ 20 ms p99', verdict: '—' });
+  } finally {
+    await running.close();
+  }
+}
+
 /** Runs every benchmark and prints the table. */
 export async function runBench(options: { quick: boolean; out: (s: string) => void }): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'hl-bench-'));
@@ -190,6 +265,7 @@ export async function runBench(options: { quick: boolean; out: (s: string) => vo
     const dataDir = await benchAppend(dir, appendCount, rows);
     await benchAudit(dataDir, rows);
     benchProofs(dir, treeLeaves, rows);
+    await benchFhir(dir, options.quick ? 20 : 200, rows);
     const rssMb = process.resourceUsage().maxRSS / 1024;
     rows.push({ what: 'peak RSS of this bench process', measured: `${fmt(rssMb)} MB`, budget: '≤ 500 MB', verdict: verdict(rssMb <= 500) });
   } finally {

@@ -90,9 +90,25 @@ function served(v: StoredVersion): ServedVersion {
   return { resourceType: v.resourceType, id: v.id, versionId: v.versionId, lastUpdated: v.lastUpdated, deleted: v.deleted, content: v.content };
 }
 
+/** A version ready to seal and commit. */
+interface PreparedVersion {
+  version: Resource;
+  patient: string | null;
+  deleted: boolean;
+  content: Uint8Array;
+  salt: Uint8Array;
+  meta: { versionId: string; lastUpdated: string };
+  body: RecordCommitBody;
+}
+
+/** Most requests one group commit serves. */
+const maxGroupRequests = 256;
+
 /** The ledgered repository. */
 export class LedgeredRepository {
   private readonly deps: RepositoryDeps;
+  private queue: { prepared: PreparedVersion[]; resolve: (v: ServedVersion[]) => void; reject: (e: unknown) => void }[] = [];
+  private flushing = false;
 
   constructor(deps: RepositoryDeps) {
     this.deps = deps;
@@ -119,23 +135,66 @@ export class LedgeredRepository {
     return new Date(this.deps.clock.nowMs()).toISOString();
   }
 
-  /** Seals pending, commits, marks committed; throws if the ledger did not accept the commitment. */
-  private async writeCommitted(versions: { version: Resource; patient: string | null; deleted: boolean }[]): Promise<ServedVersion[]> {
-    const prepared = versions.map(({ version, patient, deleted }) => {
-      const content = contentOf(version);
-      const salt = generateSalt();
-      const meta = version.meta as { versionId: string; lastUpdated: string; security?: { code?: string }[] };
-      const labels = (meta.security ?? []).map((s) => s.code).filter((c): c is string => typeof c === 'string' && fhirId.test(c));
-      const body: RecordCommitBody = {
-        ...(patient ? { patient: this.deps.pseudonymOf(patient) } : {}),
-        resourceType: version.resourceType,
-        id: version.id!,
-        versionId: meta.versionId,
-        commitment: commitmentOf(salt, content),
-        ...(labels.length > 0 ? { labels } : {}),
-      };
-      return { version, patient, deleted, content, salt, meta, body };
+  /**
+   * Seals pending, commits, marks committed; throws if the ledger did not accept the commitment. Concurrent
+   * calls are grouped (group commit): one sealed write, one ledger batch and one markCommitted serve every
+   * request waiting when a flush starts, so each pays a share of the disk syncs instead of all of them.
+   */
+  private writeCommitted(versions: { version: Resource; patient: string | null; deleted: boolean }[]): Promise<ServedVersion[]> {
+    const prepared = versions.map((v) => this.prepare(v));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ prepared, resolve, reject });
+      if (!this.flushing) void this.flush();
     });
+  }
+
+  private prepare({ version, patient, deleted }: { version: Resource; patient: string | null; deleted: boolean }): PreparedVersion {
+    const content = contentOf(version);
+    const salt = generateSalt();
+    const meta = version.meta as { versionId: string; lastUpdated: string; security?: { code?: string }[] };
+    const labels = (meta.security ?? []).map((s) => s.code).filter((c): c is string => typeof c === 'string' && fhirId.test(c));
+    const body: RecordCommitBody = {
+      ...(patient ? { patient: this.deps.pseudonymOf(patient) } : {}),
+      resourceType: version.resourceType,
+      id: version.id!,
+      versionId: meta.versionId,
+      commitment: commitmentOf(salt, content),
+      ...(labels.length > 0 ? { labels } : {}),
+    };
+    return { version, patient, deleted, content, salt, meta, body };
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    try {
+      while (this.queue.length > 0) {
+        // Let the requests that arrive in this tick join the group.
+        await new Promise<void>((r) => setImmediate(r));
+        const group = this.queue.splice(0, maxGroupRequests);
+        try {
+          const served = await this.commitGroup(group.flatMap((g) => g.prepared));
+          let at = 0;
+          for (const g of group) {
+            g.resolve(served.slice(at, at + g.prepared.length));
+            at += g.prepared.length;
+          }
+        } catch (err) {
+          if (group.length === 1) {
+            group[0]!.reject(err);
+            continue;
+          }
+          // One request's problem (say, a version conflict) must not fail the others: retry each alone.
+          for (const g of group) {
+            await this.commitGroup(g.prepared).then(g.resolve, g.reject);
+          }
+        }
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private async commitGroup(prepared: PreparedVersion[]): Promise<ServedVersion[]> {
     const txs = this.deps.committer.sign(prepared.map((p) => p.body));
     await this.deps.store.writeVersions(
       prepared.map((p, i) => ({
