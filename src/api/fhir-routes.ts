@@ -73,6 +73,46 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
     return sendVersion(reply, v, 201);
   });
 
+  const search = async (req: FastifyRequest<{ Params: TypeParams }>, reply: FastifyReply, query: URLSearchParams) => {
+    checkType(deps, req.params.type);
+    const result = await repository.search(req.params.type, query);
+    const base = baseUrl(req);
+    const link = (offset: number) => {
+      const q = new URLSearchParams(query);
+      q.set('_count', String(result.count));
+      q.set('_offset', String(offset));
+      return `${base}/${req.params.type}?${q.toString()}`;
+    };
+    const next = result.offset + result.count < result.total && !result.summaryCount;
+    return reply.type(fhirJson).send({
+      resourceType: 'Bundle',
+      type: 'searchset',
+      total: result.total,
+      link: [
+        { relation: 'self', url: link(result.offset) },
+        ...(next ? [{ relation: 'next', url: link(result.offset + result.count) }] : []),
+        ...(result.offset > 0 ? [{ relation: 'previous', url: link(Math.max(0, result.offset - result.count)) }] : []),
+      ],
+      entry: result.page.map((v) => ({
+        fullUrl: `${base}/${v.resourceType}/${v.id}`,
+        resource: JSON.parse(new TextDecoder().decode(v.content)),
+        search: { mode: 'match' },
+      })),
+    });
+  };
+
+  app.get<{ Params: TypeParams }>('/fhir/:type', async (req, reply) => {
+    const raw = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
+    return search(req, reply, new URLSearchParams(raw));
+  });
+
+  app.post<{ Params: TypeParams }>('/fhir/:type/_search', async (req, reply) => {
+    const raw = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
+    const query = new URLSearchParams(raw);
+    if (typeof req.body === 'string') for (const [k, v] of new URLSearchParams(req.body)) query.append(k, v);
+    return search(req, reply, query);
+  });
+
   app.get<{ Params: IdParams }>('/fhir/:type/:id', async (req, reply) => {
     checkType(deps, req.params.type);
     checkId('id', req.params.id);

@@ -43,6 +43,8 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler(handleNotFound);
   // FHIR bodies are JSON only: anything else is 415 Unsupported Media Type.
   app.removeContentTypeParser('text/plain');
+  // POST [type]/_search sends its parameters as a form.
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => done(null, body));
   app.addContentTypeParser(['application/fhir+json', 'application/json-patch+json'], { parseAs: 'string' }, (_req, body, done) => {
     try {
       done(null, JSON.parse(body as string));

@@ -19,3 +19,4 @@ export {
 } from './outcome.js';
 export { isResourceType, resourceTypes, type ResourceType } from './resource-types.js';
 export { validateResource, type FhirIssue } from './validate.js';
+export { matchesSearch, planSearch, searchIndexOf, type SearchIndexValue, type SearchPlan } from './search.js';

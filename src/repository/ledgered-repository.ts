@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { HlError, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
+import { matchesSearch, planSearch, searchIndexOf } from '../fhir/index.js';
 import { parseTx, type Ledger, type ParsedTx, type TxReceipt } from '../ledger/index.js';
 
 /** A FHIR resource as JSON. */
@@ -208,6 +209,7 @@ export class LedgeredRepository {
         salt: p.salt,
         status: 'pending' as const,
         txId: txs[i]!.id,
+        ...(p.deleted ? {} : { index: searchIndexOf(p.version) }),
       })),
     );
     let receipts: TxReceipt[];
@@ -323,6 +325,27 @@ export class LedgeredRepository {
     const version: Resource = { resourceType, id, meta: { versionId, lastUpdated: this.nowInstant() } };
     const [v] = await this.writeCommitted([{ version, patient: current.patient, deleted: true }]);
     return v!;
+  }
+
+  /**
+   * FHIR search (search.html) of one type: blind-index candidates for the token, reference and string
+   * filters (all current ids when there are none), decrypted and matched exactly, newest first; the page's
+   * entries are checked against their ledger commitments like any read.
+   */
+  async search(resourceType: string, query: URLSearchParams): Promise<{ total: number; page: ServedVersion[]; count: number; offset: number; summaryCount: boolean }> {
+    const plan = planSearch(resourceType, query);
+    const ids = plan.criteria.length > 0 ? await this.deps.store.findByIndexAll(resourceType, plan.criteria) : await this.deps.store.currentIds(resourceType);
+    const matches: StoredVersion[] = [];
+    for (const id of ids) {
+      const v = await this.deps.store.readVersion(resourceType, id);
+      if (v.deleted) continue;
+      if (matchesSearch(JSON.parse(new TextDecoder().decode(v.content)), plan)) matches.push(v);
+    }
+    matches.sort((a, b) => (a.lastUpdated < b.lastUpdated ? 1 : a.lastUpdated > b.lastUpdated ? -1 : 0));
+    const page = plan.summaryCount ? [] : matches.slice(plan.offset, plan.offset + plan.count);
+    const verified = [];
+    for (const v of page) verified.push(await this.readVerified(resourceType, v.id, v.versionId));
+    return { total: matches.length, page: verified, count: plan.count, offset: plan.offset, summaryCount: plan.summaryCount };
   }
 
   /** FHIR history of one resource, newest first. */
