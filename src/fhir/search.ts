@@ -5,7 +5,8 @@
  * @medplum/core's `matchesSearchRequest` filters the decrypted candidates exactly, so every prefix and
  * modifier it supports is honoured. Pure.
  */
-import { evalFhirPath, getSearchParameter, getSearchParameters, matchesSearchRequest, parseSearchRequest, type SearchRequest } from '@medplum/core';
+import { getSearchParameter, getSearchParameters, matchesSearchRequest, parseSearchRequest, type SearchRequest } from '@medplum/core';
+import { evalPath } from './fhirpath.js';
 import type { Resource, SearchParameter } from '@medplum/fhirtypes';
 import { HlError } from '../kernel/index.js';
 import { loadDefinitions } from './definitions.js';
@@ -22,6 +23,8 @@ export interface SearchPlan {
   request: SearchRequest;
   /** `prefix` for FHIR's default starts-with string search, `string` for :exact (whole normalized value). */
   criteria: { param: string; kind: 'token' | 'string' | 'prefix' | 'reference'; value: string[] }[];
+  /** Ids from `_id`: candidates come straight from the primary key (intersected with `criteria`). */
+  ids: string[] | null;
   count: number;
   offset: number;
   /** `_summary=count`: the total only. */
@@ -33,10 +36,53 @@ const resultParams = new Set(['_count', '_offset', '_summary', '_total', '_forma
 /** Result parameters that exist in FHIR but are not implemented yet: refused, never silently ignored. */
 const unsupportedParams = new Set(['_sort', '_elements', '_include', '_revinclude', '_contained', '_containedType', '_has', '_list', '_query', '_filter', '_text', '_content']);
 
+/** Splits an expression at its top-level `|` (not inside parentheses or quotes). */
+function unionBranches(expression: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let quoted = false;
+  let start = 0;
+  for (let i = 0; i < expression.length; i++) {
+    const c = expression[i];
+    if (c === "'" && expression[i - 1] !== '\\') quoted = !quoted;
+    else if (!quoted && c === '(') depth++;
+    else if (!quoted && c === ')') depth--;
+    else if (!quoted && depth === 0 && c === '|') {
+      out.push(expression.slice(start, i).trim());
+      start = i + 1;
+    }
+  }
+  out.push(expression.slice(start).trim());
+  return out;
+}
+
+const specialized = new Map<string, { code: string; kind: SearchIndexValue['kind']; expression: string }[]>();
+
+/**
+ * The indexable parameters of a type with their expressions cut down to the branches about that type: R4's
+ * shared parameters (patient, code, date...) are unions over dozens of types, and evaluating every branch
+ * for every resource dominated ingest.
+ */
+function indexPlan(resourceType: string): { code: string; kind: SearchIndexValue['kind']; expression: string }[] {
+  let plan = specialized.get(resourceType);
+  if (plan) return plan;
+  plan = [];
+  for (const sp of indexableParams(resourceType)) {
+    const branches = unionBranches(sp.expression!).filter((b) => {
+      const head = /^\(?\s*([A-Z][A-Za-z]+)\b/.exec(b)?.[1];
+      return head === undefined || head === resourceType || head === 'Resource' || head === 'DomainResource';
+    });
+    if (branches.length > 0) plan.push({ code: sp.code!, kind: sp.type as SearchIndexValue['kind'], expression: branches.join(' | ') });
+  }
+  specialized.set(resourceType, plan);
+  return plan;
+}
+
 function indexableParams(resourceType: string): SearchParameter[] {
   loadDefinitions();
+  // _id is the primary key (looked up directly), so it needs no blind index.
   return Object.values(getSearchParameters(resourceType) ?? {}).filter(
-    (sp) => (sp.type === 'token' || sp.type === 'reference' || sp.type === 'string') && typeof sp.expression === 'string',
+    (sp) => sp.code !== '_id' && (sp.type === 'token' || sp.type === 'reference' || sp.type === 'string') && typeof sp.expression === 'string',
   );
 }
 
@@ -48,7 +94,8 @@ function tokenValues(v: unknown): string[] {
   const code = typeof o.code === 'string' ? o.code : typeof o.value === 'string' ? o.value : undefined;
   if (code === undefined) return [];
   const system = typeof o.system === 'string' ? o.system : undefined;
-  return system ? [code, `${system}|${code}`, `${system}|`] : [code, `|${code}`];
+  // `system|` (any code of a system) is not indexed: rare, and the exact matcher handles it on a scan.
+  return system ? [code, `${system}|${code}`] : [code, `|${code}`];
 }
 
 function stringValues(v: unknown): string[] {
@@ -69,19 +116,19 @@ function referenceValues(v: unknown): string[] {
 /** The blind-index values of a resource version: every token, reference and string search parameter. */
 export function searchIndexOf(resource: { resourceType: string }): SearchIndexValue[] {
   const out = new Map<string, SearchIndexValue>();
-  for (const sp of indexableParams(resource.resourceType)) {
+  for (const sp of indexPlan(resource.resourceType)) {
     let values: unknown[];
     try {
-      values = evalFhirPath(sp.expression!, resource as Resource);
+      values = evalPath(sp.expression, resource);
     } catch {
       continue;
     }
-    const kind = sp.type as SearchIndexValue['kind'];
+    const kind = sp.kind;
     for (const v of values) {
       const extracted = kind === 'token' ? tokenValues(v) : kind === 'reference' ? referenceValues(v) : stringValues(v);
       for (const value of extracted) {
         if (value.length === 0 || value.length > 512) continue;
-        out.set(`${sp.code}\u0000${kind}\u0000${value}`, { param: sp.code!, kind, value });
+        out.set(`${sp.code}\u0000${kind}\u0000${value}`, { param: sp.code, kind, value });
         if (out.size >= maxIndexValues) return [...out.values()];
       }
     }
@@ -121,12 +168,16 @@ export function planSearch(resourceType: string, query: URLSearchParams): Search
     throw new HlError('invalid', 'the search query is malformed', { cause });
   }
   const criteria: SearchPlan['criteria'] = [];
+  let ids: string[] | null = null;
   for (const f of request.filters ?? []) {
     const sp = getSearchParameter(resourceType, f.code);
     const values = f.value.split(',').filter((v) => v.length > 0);
     if (!sp || values.length === 0) continue;
     const op = String(f.operator);
-    if (sp.type === 'token' && op === 'eq') criteria.push({ param: f.code, kind: 'token', value: values });
+    if (f.code === '_id' && op === 'eq') {
+      if (!values.every((v) => /^[A-Za-z0-9\-.]{1,64}$/.test(v))) throw new HlError('invalid', 'an _id value is not a FHIR id');
+      ids = ids === null ? values : ids.filter((i) => values.includes(i));
+    } else if (sp.type === 'token' && op === 'eq' && values.every((v) => !v.endsWith('|'))) criteria.push({ param: f.code, kind: 'token', value: values });
     else if (sp.type === 'reference' && op === 'eq' && values.every((v) => /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(v))) {
       criteria.push({ param: f.code, kind: 'reference', value: values });
     } else if (sp.type === 'string' && op === 'exact') criteria.push({ param: f.code, kind: 'string', value: values });
@@ -135,6 +186,7 @@ export function planSearch(resourceType: string, query: URLSearchParams): Search
   return {
     request,
     criteria,
+    ids,
     count: intOf('_count', query.get('_count'), 20, 1000),
     offset: intOf('_offset', query.get('_offset'), 0, 1_000_000),
     summaryCount: summaryOf(query.get('_summary')),
@@ -155,7 +207,7 @@ function fold(value: string): string {
 function matchesStringFilter(resource: Resource, code: string, operator: string, value: string): boolean {
   const sp = getSearchParameter(resource.resourceType, code);
   if (!sp?.expression) return false;
-  const have = evalFhirPath(sp.expression, resource).flatMap(stringValues);
+  const have = evalPath(sp.expression, resource).flatMap(stringValues);
   return value.split(',').some((want) =>
     have.some((h) =>
       operator === 'exact' ? h === want : operator === 'contains' ? fold(h).includes(fold(want)) : fold(h).startsWith(fold(want)),

@@ -334,10 +334,23 @@ export class LedgeredRepository {
    */
   async search(resourceType: string, query: URLSearchParams): Promise<{ total: number; page: ServedVersion[]; count: number; offset: number; summaryCount: boolean }> {
     const plan = planSearch(resourceType, query);
-    const ids = plan.criteria.length > 0 ? await this.deps.store.findByIndexAll(resourceType, plan.criteria) : await this.deps.store.currentIds(resourceType);
+    let ids: string[];
+    if (plan.ids !== null) {
+      const wanted = plan.ids;
+      ids = plan.criteria.length > 0 ? (await this.deps.store.findByIndexAll(resourceType, plan.criteria)).filter((i) => wanted.includes(i)) : wanted;
+    } else {
+      ids = plan.criteria.length > 0 ? await this.deps.store.findByIndexAll(resourceType, plan.criteria) : await this.deps.store.currentIds(resourceType);
+    }
     const matches: StoredVersion[] = [];
     for (const id of ids) {
-      const v = await this.deps.store.readVersion(resourceType, id);
+      let v: StoredVersion;
+      try {
+        v = await this.deps.store.readVersion(resourceType, id);
+      } catch (err) {
+        // An _id that does not exist (or was erased) is simply not a match.
+        if (plan.ids !== null && err instanceof HlError && err.code === 'not-found') continue;
+        throw err;
+      }
       if (v.deleted) continue;
       if (matchesSearch(JSON.parse(new TextDecoder().decode(v.content)), plan)) matches.push(v);
     }
