@@ -124,6 +124,53 @@ describe('FHIR CRUD', () => {
   });
 });
 
+describe('operations: $validate, $everything, conditional create, type and system history', () => {
+  it('$validate reports issues without storing anything', async () => {
+    const before = ledgerSize();
+    const bad = await call('POST', '/fhir/Patient/$validate', { resourceType: 'Patient', gender: 'girl' });
+    expect(bad.status).toBe(200);
+    expect(bad.json.issue.flatMap((i: { expression?: string[] }) => i.expression ?? [])).toContain('Patient.gender');
+    const good = await call('POST', '/fhir/Patient/$validate', patient);
+    expect(good.json.issue).toEqual([{ severity: 'information', code: 'informational', diagnostics: 'the resource is valid' }]);
+    expect(ledgerSize()).toBe(before);
+  });
+
+  it('$everything returns the patient and its compartment, and nobody else\'s', async () => {
+    const p = (await call('POST', '/fhir/Patient', patient)).json;
+    const other = (await call('POST', '/fhir/Patient', patient)).json;
+    for (const subject of [p.id, p.id, other.id]) {
+      await call('POST', '/fhir/Observation', { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${subject}` } });
+    }
+    const r = await call('GET', `/fhir/Patient/${p.id}/$everything`);
+    expect(r.status).toBe(200);
+    expect(r.json.entry.map((e: any) => e.resource.resourceType).sort()).toEqual(['Observation', 'Observation', 'Patient']);
+    expect(r.json.entry.filter((e: any) => e.resource.resourceType === 'Observation').every((e: any) => e.resource.subject.reference === `Patient/${p.id}`)).toBe(true);
+  });
+
+  it('If-None-Exist creates once, then returns the match, and refuses an ambiguous match', async () => {
+    const org = { resourceType: 'Organization', identifier: [{ system: 'urn:test:org', value: 'org-42' }], name: 'Lab 42' };
+    const first = await call('POST', '/fhir/Organization', org, { 'if-none-exist': 'identifier=urn:test:org|org-42' });
+    const second = await call('POST', '/fhir/Organization', org, { 'if-none-exist': 'identifier=urn:test:org|org-42' });
+    expect(first.status).toBe(201);
+    expect(second.status).toBe(200);
+    expect(second.json.id).toBe(first.json.id);
+    await call('POST', '/fhir/Organization', org);
+    expect((await call('POST', '/fhir/Organization', org, { 'if-none-exist': 'identifier=urn:test:org|org-42' })).status).toBe(412);
+  });
+
+  it('serves history of a type and of the whole system, newest first', async () => {
+    const typeHistory = await call('GET', '/fhir/Observation/_history?_count=2');
+    expect(typeHistory.json.type).toBe('history');
+    expect(typeHistory.json.entry).toHaveLength(2);
+    expect(typeHistory.json.entry.every((e: any) => e.fullUrl.includes('/Observation/'))).toBe(true);
+    expect(typeHistory.json.link.find((l: any) => l.relation === 'next')).toBeDefined();
+    const system = await call('GET', '/fhir/_history?_count=5');
+    expect(system.json.entry).toHaveLength(5);
+    const times = system.json.entry.map((e: any) => e.response.lastModified);
+    expect([...times].sort().reverse()).toEqual(times);
+  });
+});
+
 describe('concurrent writes (group commit)', () => {
   it('acknowledges 40 concurrent creates, each with its own id, all readable', async () => {
     const results = await Promise.all(

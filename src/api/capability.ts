@@ -5,7 +5,7 @@
 
 /** Builds the CapabilityStatement for `resourceTypes`. */
 export function buildCapabilityStatement(options: { resourceTypes: readonly string[]; software: { name: string; version: string }; date: string }) {
-  const interactions = ['read', 'vread', 'update', 'delete', 'history-instance', 'create', 'search-type'].map((code) => ({ code }));
+  const interactions = ['read', 'vread', 'update', 'delete', 'history-instance', 'history-type', 'create', 'search-type'].map((code) => ({ code }));
   return {
     resourceType: 'CapabilityStatement',
     status: 'active',
@@ -21,17 +21,21 @@ export function buildCapabilityStatement(options: { resourceTypes: readonly stri
           description:
             'Bearer tokens signed by the node key (healthledger token). Every request except /fhir/metadata needs one. SMART on FHIR login is not implemented yet.',
         },
-        interaction: [{ code: 'transaction' }, { code: 'batch' }],
+        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
         resource: options.resourceTypes.map((type) => ({
           type,
           interaction: interactions,
           versioning: 'versioned',
           readHistory: true,
           updateCreate: false,
-          conditionalCreate: false,
+          conditionalCreate: true,
           conditionalUpdate: false,
           conditionalDelete: 'not-supported',
-          operation: [{ name: 'proof', definition: 'urn:healthledger:operation:proof' }],
+          operation: [
+            { name: 'proof', definition: 'urn:healthledger:operation:proof' },
+            { name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' },
+            ...(type === 'Patient' ? [{ name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' }] : []),
+          ],
         })),
       },
     ],

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HlError, toBase64 } from '../kernel/index.js';
 import type { LedgeredRepository, ServedVersion } from '../repository/index.js';
 import { intParam } from './params.js';
-import { httpErrorOf } from './errors.js';
+import { httpErrorOf, outcomeOf } from './errors.js';
 
 const fhirJson = 'application/fhir+json; charset=utf-8';
 const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -68,9 +68,37 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
 
   app.post<{ Params: TypeParams }>('/fhir/:type', async (req, reply) => {
     checkType(deps, req.params.type);
+    const ifNoneExist = req.headers['if-none-exist'];
+    if (typeof ifNoneExist === 'string') {
+      const { version, created } = await repository.createIfNoneExist(req.params.type, req.body, ifNoneExist);
+      if (created) reply.header('Location', `${baseUrl(req)}/${version.resourceType}/${version.id}/_history/${version.versionId}`);
+      return sendVersion(reply, version, created ? 201 : 200);
+    }
     const v = await repository.create(req.params.type, req.body);
     reply.header('Location', `${baseUrl(req)}/${v.resourceType}/${v.id}/_history/${v.versionId}`);
     return sendVersion(reply, v, 201);
+  });
+
+  app.post<{ Params: TypeParams }>('/fhir/:type/$validate', async (req, reply) => {
+    checkType(deps, req.params.type);
+    const issues = repository.validateOnly(req.params.type, req.body);
+    const outcome =
+      issues.length > 0
+        ? outcomeOf('processing', 'the resource is not valid', issues)
+        : { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', diagnostics: 'the resource is valid' }] };
+    return reply.code(200).type(fhirJson).send(outcome);
+  });
+
+  app.get<{ Params: { id: string } }>('/fhir/Patient/:id/$everything', async (req, reply) => {
+    checkId('id', req.params.id);
+    const versions = await repository.everything(req.params.id);
+    const base = baseUrl(req);
+    return reply.type(fhirJson).send({
+      resourceType: 'Bundle',
+      type: 'searchset',
+      total: versions.length,
+      entry: versions.map((v) => ({ fullUrl: `${base}/${v.resourceType}/${v.id}`, resource: JSON.parse(new TextDecoder().decode(v.content)), search: { mode: 'match' } })),
+    });
   });
 
   const search = async (req: FastifyRequest<{ Params: TypeParams }>, reply: FastifyReply, query: URLSearchParams) => {
@@ -142,16 +170,19 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
     return reply.code(204).send();
   });
 
-  app.get<{ Params: IdParams; Querystring: Record<string, string> }>('/fhir/:type/:id/_history', async (req, reply) => {
-    checkType(deps, req.params.type);
-    checkId('id', req.params.id);
+  const history = async (
+    req: FastifyRequest<{ Querystring: Record<string, string> }>,
+    reply: FastifyReply,
+    selfPath: string,
+    load: (options: { limit: number; cursor?: string }) => Promise<{ versions: ServedVersion[]; nextCursor: string | null }>,
+  ) => {
     const count = Math.min(intParam('_count', req.query._count, 100), 1000);
     const cursor = req.query._cursor;
     if (cursor !== undefined && !/^[A-Za-z0-9_\-.:=]{1,200}$/.test(cursor)) throw new HlError('invalid', 'parameter "_cursor" is malformed');
-    const page = await repository.history(req.params.type, req.params.id, { limit: count, ...(cursor ? { cursor } : {}) });
+    const page = await load({ limit: count, ...(cursor ? { cursor } : {}) });
     const base = baseUrl(req);
-    const self = `${base}/${req.params.type}/${req.params.id}/_history`;
-    const bundle = {
+    const self = `${base}${selfPath}`;
+    return reply.type(fhirJson).send({
       resourceType: 'Bundle',
       type: 'history',
       link: [
@@ -171,8 +202,22 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
           lastModified: v.lastUpdated,
         },
       })),
-    };
-    return reply.type(fhirJson).send(bundle);
+    });
+  };
+
+  app.get<{ Querystring: Record<string, string> }>('/fhir/_history', async (req, reply) =>
+    history(req, reply, '/_history', (o) => repository.historyOf(null, o)),
+  );
+
+  app.get<{ Params: TypeParams; Querystring: Record<string, string> }>('/fhir/:type/_history', async (req, reply) => {
+    checkType(deps, req.params.type);
+    return history(req, reply, `/${req.params.type}/_history`, (o) => repository.historyOf(req.params.type, o));
+  });
+
+  app.get<{ Params: IdParams; Querystring: Record<string, string> }>('/fhir/:type/:id/_history', async (req, reply) => {
+    checkType(deps, req.params.type);
+    checkId('id', req.params.id);
+    return history(req, reply, `/${req.params.type}/${req.params.id}/_history`, (o) => repository.history(req.params.type, req.params.id, o));
   });
 
   app.get<{ Params: VidParams }>('/fhir/:type/:id/_history/:vid/$proof', async (req, reply) => {

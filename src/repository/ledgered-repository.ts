@@ -275,6 +275,53 @@ export class LedgeredRepository {
     return this.writeCommitted(versions.map((version) => ({ version, patient: this.deps.patientOf(version), deleted: false })));
   }
 
+  /**
+   * FHIR conditional create (http.html#ccreate): with `ifNoneExist` (a search query), no match creates, one
+   * match returns it (`created: false`), several are a 412.
+   */
+  async createIfNoneExist(resourceType: string, body: unknown, ifNoneExist: string): Promise<{ version: ServedVersion; created: boolean }> {
+    const found = await this.search(resourceType, new URLSearchParams(ifNoneExist));
+    if (found.total > 1) throw new HlError('precondition', `If-None-Exist matches ${found.total} resources`);
+    if (found.total === 1) return { version: found.page[0]!, created: false };
+    return { version: await this.create(resourceType, body), created: true };
+  }
+
+  /** FHIR $validate (resource-operation-validate): every issue of the resource, nothing stored. */
+  validateOnly(resourceType: string, body: unknown): Issue[] {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      return [{ code: 'invalid', message: 'the body must be a FHIR resource (a JSON object)' }];
+    }
+    const resource = (body as { resourceType?: unknown }).resourceType === 'Parameters'
+      ? ((body as { parameter?: { name?: string; resource?: unknown }[] }).parameter ?? []).find((p) => p.name === 'resource')?.resource
+      : body;
+    if ((resource as { resourceType?: unknown } | undefined)?.resourceType !== resourceType) {
+      return [{ code: 'invalid', expression: 'resourceType', message: `resourceType does not match the URL type "${resourceType}"` }];
+    }
+    return this.deps.validate(resource);
+  }
+
+  /**
+   * Patient/$everything (patient-operation-everything): the Patient and every current resource of its
+   * compartment, each checked against its ledger commitment.
+   */
+  async everything(patientId: string): Promise<ServedVersion[]> {
+    const patient = await this.readVerified('Patient', patientId);
+    if (patient.deleted) throw new HlError('deleted', `Patient/${patientId} was deleted`);
+    const out = [patient];
+    for (const ref of await this.deps.store.compartment(patientId)) {
+      if (ref.resourceType === 'Patient' && ref.id === patientId) continue;
+      const v = await this.readVerified(ref.resourceType, ref.id);
+      if (!v.deleted) out.push(v);
+    }
+    return out;
+  }
+
+  /** FHIR history of a type, or of everything (http.html#history), newest first. */
+  async historyOf(resourceType: string | null, options: { limit?: number; cursor?: string } = {}) {
+    const page = resourceType === null ? await this.deps.store.historySystem(options) : await this.deps.store.historyType(resourceType, options);
+    return { versions: page.versions.map(served), nextCursor: page.nextCursor };
+  }
+
   /** FHIR create (http.html#create): a new id, versionId 1; any id in the body is ignored, as the spec says. */
   async create(resourceType: string, body: unknown): Promise<ServedVersion> {
     const resource = this.checkResource(resourceType, body);
