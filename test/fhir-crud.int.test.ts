@@ -171,6 +171,30 @@ describe('operations: $validate, $everything, conditional create, type and syste
   });
 });
 
+describe('JSON Patch', () => {
+  it('applies RFC 6902 operations as a new committed version, and refuses bad ones', async () => {
+    const created = (await call('POST', '/fhir/Patient', patient)).json;
+    const patchHeaders = { 'content-type': 'application/json-patch+json' };
+    const ok = await call('PATCH', `/fhir/Patient/${created.id}`, [{ op: 'replace', path: '/gender', value: 'male' }, { op: 'add', path: '/active', value: true }], patchHeaders);
+    expect(ok.status).toBe(200);
+    expect(ok.json).toMatchObject({ gender: 'male', active: true, meta: { versionId: '2' } });
+    const before = ledgerSize();
+    const cases: [unknown, number, RegExp][] = [
+      [[{ op: 'replace', path: '/nothing/here', value: 1 }], 422, /cannot be applied/],
+      [[{ op: 'replace', path: '/gender', value: 'girl' }], 422, /Patient\.gender/],
+      [[{ op: 'replace', path: '/id', value: 'other' }], 422, /may not change/],
+      [{ op: 'replace' }, 400, /list of 1 to 1,000 operations/],
+    ];
+    for (const [body, status, message] of cases) {
+      const r = await call('PATCH', `/fhir/Patient/${created.id}`, body, patchHeaders);
+      expect(r.status).toBe(status);
+      expect(JSON.stringify(r.json.issue)).toMatch(message);
+    }
+    expect((await call('PATCH', `/fhir/Patient/${created.id}`, [{ op: 'add', path: '/active', value: false }], { ...patchHeaders, 'if-match': 'W/"1"' })).status).toBe(412);
+    expect(ledgerSize()).toBe(before);
+  });
+});
+
 describe('concurrent writes (group commit)', () => {
   it('acknowledges 40 concurrent creates, each with its own id, all readable', async () => {
     const results = await Promise.all(

@@ -5,7 +5,7 @@
 
 /** Builds the CapabilityStatement for `resourceTypes`. */
 export function buildCapabilityStatement(options: { resourceTypes: readonly string[]; software: { name: string; version: string }; date: string }) {
-  const interactions = ['read', 'vread', 'update', 'delete', 'history-instance', 'history-type', 'create', 'search-type'].map((code) => ({ code }));
+  const interactions = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'].map((code) => ({ code }));
   return {
     resourceType: 'CapabilityStatement',
     status: 'active',

@@ -162,6 +162,15 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
     return sendVersion(reply, v, 200);
   });
 
+  app.patch<{ Params: IdParams }>('/fhir/:type/:id', async (req, reply) => {
+    checkType(deps, req.params.type);
+    checkId('id', req.params.id);
+    const type = String(req.headers['content-type'] ?? '');
+    if (!type.startsWith('application/json-patch+json')) throw new HlError('invalid', 'PATCH needs Content-Type application/json-patch+json');
+    const ifMatch = ifMatchVersion(req.headers['if-match'] as string | undefined);
+    return sendVersion(reply, await repository.patch(req.params.type, req.params.id, req.body, ifMatch), 200);
+  });
+
   app.delete<{ Params: IdParams }>('/fhir/:type/:id', async (req, reply) => {
     checkType(deps, req.params.type);
     checkId('id', req.params.id);

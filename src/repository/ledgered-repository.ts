@@ -5,6 +5,7 @@
  * Consent and audit join this path with issue 4.
  */
 import { randomUUID } from 'node:crypto';
+import jsonPatch from 'fast-json-patch';
 import { HlError, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
 import { matchesSearch, planSearch, searchIndexOf } from '../fhir/index.js';
@@ -362,6 +363,31 @@ export class LedgeredRepository {
     const patient = current.patient ?? this.deps.patientOf(version);
     const [v] = await this.writeCommitted([{ version, patient, deleted: false }]);
     return v!;
+  }
+
+  /**
+   * FHIR patch with JSON Patch (http.html#patch, RFC 6902, applied by fast-json-patch): the patched
+   * resource must still be valid and keep its type and id; `ifMatch` as for update.
+   */
+  async patch(resourceType: string, id: string, operations: unknown, ifMatch?: string): Promise<ServedVersion> {
+    if (!Array.isArray(operations) || operations.length === 0 || operations.length > 1000) {
+      throw new HlError('invalid', 'a JSON Patch body is a list of 1 to 1,000 operations');
+    }
+    const current = await this.readVerified(resourceType, id);
+    if (current.deleted) throw new HlError('deleted', `${resourceType}/${id} was deleted`);
+    const document = JSON.parse(new TextDecoder().decode(current.content)) as Resource;
+    let patched: Resource;
+    try {
+      patched = jsonPatch.applyPatch(document, operations as jsonPatch.Operation[], true, false).newDocument as Resource;
+    } catch (err) {
+      const name = (err as { name?: string }).name ?? 'error';
+      const index = (err as { index?: number }).index;
+      throw new HlError('processing', `JSON Patch operation ${index ?? '?'} cannot be applied (${name})`);
+    }
+    if (patched?.resourceType !== resourceType || patched.id !== id) {
+      throw new HlError('processing', 'a JSON Patch may not change the resourceType or id');
+    }
+    return this.update(resourceType, id, patched, ifMatch ?? current.versionId);
   }
 
   /** FHIR delete (http.html#delete): a new, deleted version, committed like any other. */
