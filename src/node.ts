@@ -33,7 +33,7 @@ import { LocalOrderer, type Orderer } from './ordering/index.js';
 import { buildCapabilityStatement, buildServer } from './api/index.js';
 import { checkScope, issueToken } from './auth/index.js';
 import { generatePatientBundle } from './synth/index.js';
-import { openSqliteRecordStore, type RecordStore } from './store/index.js';
+import { openPostgresRecordStore, openSqliteRecordStore, type RecordStore } from './store/index.js';
 import { isResourceType, loadDefinitions, patientCompartmentOf, resourceTypes, validateResource } from './fhir/index.js';
 import { LedgeredRepository, type RecordCommitBody, type Resource } from './repository/index.js';
 import type { FastifyInstance } from 'fastify';
@@ -268,12 +268,13 @@ export class HealthledgerNode {
     await this.orderer.close();
     await this.loop;
     await this.pool?.close();
+    await (this.records as RecordStore & { close?: () => Promise<void> }).close?.();
     this.store.close();
   }
 }
 
 /** Opens the node in `dataDir` and starts applying ordered batches (catching up on any not yet applied). */
-export async function openNode(options: { dataDir: string; clock?: Clock; log?: Logger }): Promise<HealthledgerNode> {
+export async function openNode(options: { dataDir: string; clock?: Clock; log?: Logger; database?: string }): Promise<HealthledgerNode> {
   const dataDir = resolve(options.dataDir);
   const config = readConfig(dataDir);
   const keyPair = readOrgKey(dataDir);
@@ -288,10 +289,19 @@ export async function openNode(options: { dataDir: string; clock?: Clock; log?: 
   }
   let records: RecordStore;
   try {
-    records = await openSqliteRecordStore({ db: store.db, kek: readSecret(dataDir, files.kek, 'key-encryption key', false), clock });
+    const kek = readSecret(dataDir, files.kek, 'key-encryption key', false);
+    if (options.database === undefined) {
+      records = await openSqliteRecordStore({ db: store.db, kek, clock });
+    } else if (/^postgres(ql)?:\/\//.test(options.database)) {
+      records = await openPostgresRecordStore({ connectionString: options.database, kek, clock });
+    } else {
+      throw new HlError('invalid', '--database must be a postgres:// or postgresql:// URL');
+    }
   } catch (err) {
     store.close();
-    throw err;
+    if (isHlError(err)) throw err;
+    // Connection failures name the server, never credentials from the URL.
+    throw new HlError('pushback', `cannot open the record database: ${(err as Error).message}`, { cause: err });
   }
   const pseudonymKey = readSecret(dataDir, files.pseudonymKey, 'pseudonym key', true);
   const orderer = new LocalOrderer({ file: join(dataDir, config.ordererLog), proposer: config.orgId, clock });
@@ -399,12 +409,20 @@ export interface RunningNode {
 }
 
 /** Opens the node in `dataDir` and serves its HTTP API on `host:port` (port 0 picks a free one). */
-export async function startNode(options: { dataDir: string; port?: number; host?: string; clock?: Clock; log?: Logger }): Promise<RunningNode> {
+export async function startNode(options: {
+  dataDir: string;
+  port?: number;
+  host?: string;
+  clock?: Clock;
+  log?: Logger;
+  /** A PostgreSQL URL for the record store (default: the embedded SQLite database). */
+  database?: string;
+}): Promise<RunningNode> {
   const clock = options.clock ?? systemClock;
   const log = options.log ?? createLogger();
   // Index the R4 definitions now (about a second) rather than on the first request.
   loadDefinitions();
-  const node = await openNode({ dataDir: options.dataDir, clock, log });
+  const node = await openNode({ dataDir: options.dataDir, clock, log, ...(options.database ? { database: options.database } : {}) });
   let server: FastifyInstance;
   try {
     const capability = buildCapabilityStatement({

@@ -145,9 +145,10 @@ function buildProgram(out: (s: string) => void): Command {
     .requiredOption('--data <dir>', "the node's data directory")
     .option('--port <port>', 'TCP port (0 picks a free one)', '8080')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .action(async (opts: { data: string; port: string; host: string }) => {
+    .option('--database <url>', 'PostgreSQL URL for the record store (default: embedded SQLite)')
+    .action(async (opts: { data: string; port: string; host: string; database?: string }) => {
       if (!/^\d{1,5}$/.test(opts.port) || Number(opts.port) > 65535) throw new HlErrorForCli('--port must be a number from 0 to 65535');
-      const running = await startNode({ dataDir: opts.data, port: Number(opts.port), host: opts.host });
+      const running = await startNode({ dataDir: opts.data, port: Number(opts.port), host: opts.host, ...(opts.database ? { database: opts.database } : {}) });
       out(`${running.node.config.orgId} serving at ${running.url}\n  ledger: ${running.url}/ledger/checkpoint\n  stop with Ctrl-C\n`);
       await new Promise<void>((resolve) => {
         const stop = () => {

@@ -3,7 +3,7 @@
  * The encrypted record store (DESIGN.md §5): FHIR resource versions sealed with AES-256-GCM under
  * per-patient data keys (DEKs) wrapped by the node's key-encryption key (KEK), keyed blind search indexes,
  * crypto-shredding erasure, KEK rotation without rewriting data, and the salted ledger commitment of a
- * version (DESIGN.md §3). One `RecordStore` interface, backends in `sqlite/` (and later `postgres/`),
+ * version (DESIGN.md §3). One `RecordStore` interface, backends in `sqlite/` and `postgres/`,
  * checked by one conformance suite (`record-store.conformance.ts`, test-only).
  * May import: kernel, crypto, fhir (DESIGN.md §2); it needs only kernel and crypto.
  */
@@ -36,3 +36,8 @@ export {
   type VersionWrite,
 } from './record-store.js';
 export { SqliteRecordStore, openSqliteRecordStore, type SqliteRecordStoreOptions } from './sqlite/sqlite-record-store.js';
+export {
+  PostgresRecordStore,
+  openPostgresRecordStore,
+  type PostgresRecordStoreOptions,
+} from './postgres/postgres-record-store.js';

@@ -1,5 +1,5 @@
 /**
- * The encrypted record store contract (DESIGN.md §5), one interface for every backend (`sqlite/`, later
+ * The encrypted record store contract (DESIGN.md §5), one interface for every backend (`sqlite/`,
  * `postgres/`), checked by one conformance suite (`record-store.conformance.ts`).
  *
  * At rest, each version's `salt || content` is sealed with AES-256-GCM under its patient's data key (DEK),
@@ -103,8 +103,11 @@ export interface ErasureReport {
   versionsErased: number;
   /**
    * True when the backend also purged storage-level residue (SQLite: deleted cells zeroed and the WAL
-   * checkpointed and truncated), so old bytes are gone from the database files too; false when another
-   * reader kept the log from being truncated (call again later). Either way the data cannot be decrypted.
+   * checkpointed and truncated), so old bytes are gone from the database files too; false when it could
+   * not: on SQLite another reader kept the log from being truncated (call again later); on PostgreSQL
+   * always, since dead row versions, freed page space and WAL segments keep old bytes until the server
+   * happens to overwrite them (see postgres-record-store.ts). Either way the data cannot be decrypted
+   * without the deleted DEK.
    */
   residuePurged: boolean;
 }

@@ -15,21 +15,26 @@
  * `secure_delete` for the connection, so deleted cells and pages are zeroed, and checkpoints and truncates
  * the WAL after an erasure or a KEK rotation, so erased ciphertexts and keys wrapped under a retired KEK do
  * not linger in the database files. (Copies below the file system, such as SSD remapping, are out of reach.)
+ *
+ * The encryption layout and the argument checks are shared with the PostgreSQL backend (`../sealing.ts`,
+ * `../store-input.ts`).
  */
 import type Database from 'better-sqlite3';
-import { HlError, systemClock, utf8, concatBytes, type Clock, type Issue } from '../../kernel/index.js';
-import { aesKeyBytes, generateAesKey, open, rewrapKey, seal, unwrapKey, wrapKey } from '../../crypto/index.js';
+import { HlError, systemClock, type Clock } from '../../kernel/index.js';
+import { generateAesKey, rewrapKey, wrapKey } from '../../crypto/index.js';
+import { blindIndexTermBytes, type BlindIndexKind } from '../blind-index.js';
 import {
-  blindIndexTerm,
-  blindIndexTermBytes,
-  isBlindIndexKind,
-  isIndexName,
-  termForQuery,
-  termsForWrite,
-  type BlindIndexKind,
-  type IndexTerm,
-} from '../blind-index.js';
-import { saltBytes } from '../commitment.js';
+  BlindTermHasher,
+  DekCache,
+  indexKeyName,
+  nodeOwner,
+  openVersion,
+  rewrapDataKey,
+  sealVersion,
+  unwrapIndexKey,
+  versionRef,
+} from '../sealing.js';
+import { parseHistoryOptions, requireId, requireKek, requireResourceType, validateWrites } from '../store-input.js';
 import type {
   ErasureReport,
   HistoryOptions,
@@ -66,16 +71,6 @@ CREATE TABLE IF NOT EXISTS record_index (term BLOB NOT NULL, seq INTEGER NOT NUL
 
 const statusPending = 0;
 const statusCommitted = 1;
-/** The store_dek owner of the node-wide DEK; `*` is not a FHIR id, so no patient can take it. */
-const nodeOwner = '*';
-const indexKeyName = 'index-key';
-const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
-const resourceTypePattern = /^[A-Z][A-Za-z]{0,63}$/;
-const instantPattern = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
-const defaultLimit = 100;
-const maxLimit = 1000;
-const maxDekCache = 10_000;
-const maxTermCache = 65_536;
 /** Row columns a version read needs, with the wrapped DEK of its owner (null when erased). */
 const versionColumns = `v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.owner, v.status,
   v.tx_id, v.sealed, v.erased_ms, d.wrapped`;
@@ -113,88 +108,6 @@ export interface SqliteRecordStoreOptions {
   clock?: Clock;
 }
 
-function aadOf(resourceType: string, id: string, versionId: string): Uint8Array {
-  return utf8(`${resourceType}/${id}/_history/${versionId}`);
-}
-
-function isInstant(value: unknown): value is string {
-  return typeof value === 'string' && instantPattern.test(value) && !Number.isNaN(Date.parse(value));
-}
-
-function requireKek(kek: Uint8Array): void {
-  if (!(kek instanceof Uint8Array) || kek.length !== aesKeyBytes) throw new HlError('invalid', 'a KEK is 32 bytes');
-}
-
-function requireId(value: unknown, what: string): asserts value is string {
-  if (typeof value !== 'string' || !idPattern.test(value)) throw new HlError('invalid', `${what} is not a FHIR id`);
-}
-
-function requireResourceType(value: unknown): asserts value is string {
-  if (typeof value !== 'string' || !resourceTypePattern.test(value)) {
-    throw new HlError('invalid', 'resourceType is not a resource type name');
-  }
-}
-
-function versionRef(resourceType: string, id: string, versionId: string): string {
-  return `${resourceType}/${id}/_history/${versionId}`;
-}
-
-/** Checks every write up front and collects every issue (nothing is written if any). */
-function validateWrites(versions: readonly VersionWrite[]): void {
-  const issues: Issue[] = [];
-  const add = (expression: string, message: string): void => {
-    issues.push({ code: 'invalid', expression, message: `${expression} ${message}` });
-  };
-  versions.forEach((v, i) => {
-    const at = `versions[${i}]`;
-    if (typeof v.resourceType !== 'string' || !resourceTypePattern.test(v.resourceType)) add(`${at}.resourceType`, 'is not a resource type name');
-    if (typeof v.id !== 'string' || !idPattern.test(v.id)) add(`${at}.id`, 'is not a FHIR id');
-    if (typeof v.versionId !== 'string' || !idPattern.test(v.versionId)) add(`${at}.versionId`, 'is not a FHIR id');
-    if (!isInstant(v.lastUpdated)) add(`${at}.lastUpdated`, 'is not a FHIR instant');
-    if (typeof v.deleted !== 'boolean') add(`${at}.deleted`, 'is not a boolean');
-    if (v.patient !== null && (typeof v.patient !== 'string' || !idPattern.test(v.patient))) add(`${at}.patient`, 'is neither null nor a FHIR id');
-    if (!(v.content instanceof Uint8Array)) add(`${at}.content`, 'is not bytes');
-    if (!(v.salt instanceof Uint8Array) || v.salt.length !== saltBytes) add(`${at}.salt`, 'is not 32 bytes');
-    if (v.status !== 'pending' && v.status !== 'committed') add(`${at}.status`, "is neither 'pending' nor 'committed'");
-    if (v.txId !== null && (typeof v.txId !== 'string' || v.txId === '')) add(`${at}.txId`, 'is neither null nor a non-empty string');
-    const index = v.index ?? [];
-    if (v.deleted === true && index.length > 0) add(`${at}.index`, 'must be empty for a deleted version');
-    index.forEach((entry, j) => {
-      const e = `${at}.index[${j}]`;
-      if (typeof entry.param !== 'string' || !isIndexName(entry.param)) add(`${e}.param`, 'is empty, too long or contains "|"');
-      if (!isBlindIndexKind(entry.kind)) add(`${e}.kind`, 'is not a blind-index kind');
-      else if (typeof entry.value !== 'string') add(`${e}.value`, 'is not a string');
-      else {
-        try {
-          termsForWrite(entry, `${e}.value`);
-        } catch (err) {
-          if (err instanceof HlError) issues.push({ code: 'invalid', expression: `${e}.value`, message: err.message });
-          else throw err;
-        }
-      }
-    });
-  });
-  if (issues.length > 0) throw new HlError('invalid', `${issues.length} invalid version write(s)`, { issues });
-}
-
-function parseLimit(options: HistoryOptions): { limit: number; offset: number; before: number; sinceMs: number } {
-  const limit = options.limit ?? defaultLimit;
-  const offset = options.offset ?? 0;
-  if (!Number.isSafeInteger(limit) || limit < 1 || limit > maxLimit) throw new HlError('invalid', `limit must be 1..${maxLimit}`);
-  if (!Number.isSafeInteger(offset) || offset < 0) throw new HlError('invalid', 'offset must be a non-negative integer');
-  let before = Number.MAX_SAFE_INTEGER;
-  if (options.cursor !== undefined) {
-    if (!/^[1-9]\d{0,15}$/.test(options.cursor)) throw new HlError('invalid', 'cursor is not a cursor this store issued');
-    before = Number(options.cursor);
-  }
-  let sinceMs = Number.MIN_SAFE_INTEGER;
-  if (options.since !== undefined) {
-    if (!isInstant(options.since)) throw new HlError('invalid', 'since is not a FHIR instant');
-    sinceMs = Date.parse(options.since);
-  }
-  return { limit, offset, before, sinceMs };
-}
-
 /**
  * The SQLite {@link RecordStore}. Create with {@link openSqliteRecordStore}; the constructor creates the
  * tables if needed and unwraps the blind-index key, throwing `integrity` for a KEK that does not unwrap it.
@@ -203,10 +116,9 @@ export class SqliteRecordStore implements RecordStore {
   private readonly db: Database.Database;
   private readonly clock: Clock;
   private kek: Uint8Array;
-  private readonly indexKey: Uint8Array;
+  private readonly terms: BlindTermHasher;
   /** Unwrapped DEKs by owner, with the wrapped bytes they came from (a changed or missing row misses the cache). */
-  private readonly dekCache = new Map<string, { wrapped: Buffer; dek: Uint8Array }>();
-  private readonly termCache = new Map<string, Uint8Array>();
+  private readonly dekCache = new DekCache();
   private readonly stmts;
   private readonly intersectStmts = new Map<string, Database.Statement>();
   private readonly tx: {
@@ -276,7 +188,7 @@ export class SqliteRecordStore implements RecordStore {
       compartment: q(`SELECT c.resource_type, c.id FROM record_version v JOIN record_current c ON c.seq = v.seq
         WHERE v.owner = ? AND c.deleted = 0 AND v.sealed IS NOT NULL ORDER BY c.resource_type, c.id`),
     };
-    this.indexKey = this.loadIndexKey();
+    this.terms = new BlindTermHasher(this.loadIndexKey());
     this.tx = {
       write: db.transaction((versions: readonly VersionWrite[]) => {
         for (const v of versions) this.writeOne(v);
@@ -302,15 +214,7 @@ export class SqliteRecordStore implements RecordStore {
       }),
       rotate: db.transaction((newKek: Uint8Array) => {
         const rows = this.stmts.allDeks.all() as { owner: string; wrapped: Buffer }[];
-        for (const r of rows) {
-          let rewrapped: Uint8Array;
-          try {
-            rewrapped = rewrapKey(this.kek, newKek, r.wrapped);
-          } catch (cause) {
-            throw new HlError('integrity', `the data key of compartment ${r.owner} does not unwrap under the current KEK`, { cause });
-          }
-          this.stmts.updateDek.run(rewrapped, r.owner);
-        }
+        for (const r of rows) this.stmts.updateDek.run(rewrapDataKey(this.kek, newKek, r.owner, r.wrapped), r.owner);
         const wrappedIndexKey = this.stmts.getMeta.get(indexKeyName) as Buffer;
         this.stmts.updateMeta.run(rewrapKey(this.kek, newKek, wrappedIndexKey), indexKeyName);
         return rows.length + 1;
@@ -321,85 +225,21 @@ export class SqliteRecordStore implements RecordStore {
   /** Unwraps the blind-index key, creating it on first use. */
   private loadIndexKey(): Uint8Array {
     this.stmts.insertMeta.run(indexKeyName, wrapKey(this.kek, generateAesKey()));
-    const wrapped = this.stmts.getMeta.get(indexKeyName) as Buffer;
-    try {
-      return unwrapKey(this.kek, wrapped);
-    } catch (cause) {
-      throw new HlError('integrity', 'the KEK does not unwrap this record store\'s keys (a wrong or retired KEK?)', { cause });
-    }
-  }
-
-  /** The DEK of `owner` from its wrapped bytes (cached). */
-  private unwrapDek(owner: string, wrapped: Buffer): Uint8Array {
-    const hit = this.dekCache.get(owner);
-    if (hit && hit.wrapped.equals(wrapped)) return hit.dek;
-    let dek: Uint8Array;
-    try {
-      dek = unwrapKey(this.kek, wrapped);
-    } catch (cause) {
-      throw new HlError('integrity', `the data key of compartment ${owner} failed to unwrap (altered, or another KEK)`, { cause });
-    }
-    if (this.dekCache.size >= maxDekCache) {
-      const oldest = this.dekCache.keys().next();
-      if (!oldest.done) this.evictDek(oldest.value);
-    }
-    this.dekCache.set(owner, { wrapped: Buffer.from(wrapped), dek });
-    return dek;
-  }
-
-  private evictDek(owner: string): void {
-    const hit = this.dekCache.get(owner);
-    if (hit) hit.dek.fill(0);
-    this.dekCache.delete(owner);
+    return unwrapIndexKey(this.kek, this.stmts.getMeta.get(indexKeyName) as Buffer);
   }
 
   /** The DEK for a write into `owner`'s compartment, created (and wrapped) if this is its first version. */
   private dekForWrite(owner: string): Uint8Array {
     const wrapped = this.stmts.dek.get(owner) as Buffer | undefined;
-    if (wrapped !== undefined) return this.unwrapDek(owner, wrapped);
+    if (wrapped !== undefined) return this.dekCache.unwrap([this.kek], owner, wrapped);
     if (owner !== nodeOwner && this.stmts.isErased.get(owner) !== undefined) {
       throw new HlError('conflict', `Patient/${owner} was erased; its compartment takes no new versions`);
     }
     const dek = generateAesKey();
     const newWrapped = Buffer.from(wrapKey(this.kek, dek));
     this.stmts.insertDek.run(owner, newWrapped);
-    this.evictDek(owner);
-    this.dekCache.set(owner, { wrapped: newWrapped, dek });
+    this.dekCache.set(owner, newWrapped, dek);
     return dek;
-  }
-
-  /**
-   * The stored term of a normalized value. Terms of tokens, references and buckets repeat across resources
-   * (codes, statuses, patient references), so they are cached; strings (names, addresses) are not, so the
-   * cache holds no such PHI.
-   */
-  private termOf(resourceType: string, param: string, term: IndexTerm): Uint8Array {
-    if (term.kind === 'string' || term.kind === 'prefix') return blindIndexTerm(this.indexKey, resourceType, param, term);
-    const key = `${resourceType}|${param}|${term.kind}|${term.value}`;
-    let hit = this.termCache.get(key);
-    if (hit === undefined) {
-      hit = blindIndexTerm(this.indexKey, resourceType, param, term);
-      if (this.termCache.size >= maxTermCache) this.termCache.clear();
-      this.termCache.set(key, hit);
-    }
-    return hit;
-  }
-
-  /** The distinct stored terms of a version's index entries, concatenated (null when none). */
-  private termsOfWrite(v: VersionWrite): Buffer | null {
-    if (v.deleted || (v.index ?? []).length === 0) return null;
-    const seen = new Set<string>();
-    const parts: Uint8Array[] = [];
-    for (const entry of v.index ?? []) {
-      for (const term of termsForWrite(entry)) {
-        const stored = this.termOf(v.resourceType, entry.param, term);
-        const key = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).toString('latin1');
-        if (seen.has(key)) continue;
-        seen.add(key);
-        parts.push(stored);
-      }
-    }
-    return Buffer.concat(parts);
   }
 
   /** Removes a version's terms from the index (it is superseded, dropped or erased). */
@@ -413,8 +253,8 @@ export class SqliteRecordStore implements RecordStore {
   private writeOne(v: VersionWrite): void {
     const owner = v.patient ?? nodeOwner;
     const dek = this.dekForWrite(owner);
-    const sealed = seal(dek, concatBytes(v.salt, v.content), aadOf(v.resourceType, v.id, v.versionId));
-    const terms = this.termsOfWrite(v);
+    const sealed = sealVersion(dek, v);
+    const terms = this.terms.termsOfWrite(v);
     let seq: number;
     try {
       seq = Number(
@@ -475,14 +315,8 @@ export class SqliteRecordStore implements RecordStore {
     if (row.status === statusPending) throw new HlError('not-found', `${ref} is not committed`);
     if (row.sealed === null) throw new HlError('not-found', `${ref} was erased`);
     if (row.wrapped === null) throw new HlError('integrity', `${ref} has no data key (its compartment's key is missing)`);
-    const dek = this.unwrapDek(row.owner ?? nodeOwner, row.wrapped);
-    let plain: Uint8Array;
-    try {
-      plain = open(dek, row.sealed, aadOf(row.resource_type, row.id, row.version_id));
-    } catch (cause) {
-      throw new HlError('integrity', `${ref} failed authentication: its ciphertext was altered, swapped or sealed under another key`, { cause });
-    }
-    if (plain.length < saltBytes) throw new HlError('integrity', `${ref} decrypted to fewer bytes than a salt`);
+    const dek = this.dekCache.unwrap([this.kek], row.owner ?? nodeOwner, row.wrapped);
+    const { salt, content } = openVersion(dek, row.sealed, row.resource_type, row.id, row.version_id);
     return {
       resourceType: row.resource_type,
       id: row.id,
@@ -490,8 +324,8 @@ export class SqliteRecordStore implements RecordStore {
       lastUpdated: row.last_updated,
       deleted: row.deleted === 1,
       patient: row.owner,
-      content: plain.subarray(saltBytes),
-      salt: plain.subarray(0, saltBytes),
+      content,
+      salt,
       status: 'committed',
       txId: row.tx_id,
     };
@@ -542,20 +376,20 @@ export class SqliteRecordStore implements RecordStore {
   async historyInstance(resourceType: string, id: string, options: HistoryOptions = {}): Promise<HistoryPage> {
     requireResourceType(resourceType);
     requireId(id, 'id');
-    const p = parseLimit(options);
+    const p = parseHistoryOptions(options);
     const rows = this.stmts.historyInstance.all(resourceType, id, p.before, p.sinceMs, p.limit + 1, p.offset) as VersionRow[];
     return this.page(rows, p.limit);
   }
 
   async historyType(resourceType: string, options: HistoryOptions = {}): Promise<HistoryPage> {
     requireResourceType(resourceType);
-    const p = parseLimit(options);
+    const p = parseHistoryOptions(options);
     const rows = this.stmts.historyType.all(resourceType, p.before, p.sinceMs, p.limit + 1, p.offset) as VersionRow[];
     return this.page(rows, p.limit);
   }
 
   async historySystem(options: HistoryOptions = {}): Promise<HistoryPage> {
-    const p = parseLimit(options);
+    const p = parseHistoryOptions(options);
     const rows = this.stmts.historySystem.all(p.before, p.sinceMs, p.limit + 1, p.offset) as VersionRow[];
     return this.page(rows, p.limit);
   }
@@ -590,7 +424,7 @@ export class SqliteRecordStore implements RecordStore {
   async erasePatient(patient: string): Promise<ErasureReport> {
     requireId(patient, 'patient');
     const versionsErased = this.tx.erasePatient(patient);
-    this.evictDek(patient);
+    this.dekCache.evict(patient);
     return { versionsErased, residuePurged: this.checkpointLog() };
   }
 
@@ -612,16 +446,8 @@ export class SqliteRecordStore implements RecordStore {
     this.kek.fill(0);
     this.kek = next;
     // Cached DEKs are unchanged; their wrapped bytes are not, so drop the stale entries.
-    for (const owner of [...this.dekCache.keys()]) this.evictDek(owner);
+    this.dekCache.clear();
     return { keysRewrapped, residuePurged: this.checkpointLog() };
-  }
-
-  private termsOf(resourceType: string, criterion: IndexCriterion): Uint8Array[] {
-    if (!isIndexName(criterion.param)) throw new HlError('invalid', 'param is empty, too long or contains "|"');
-    if (!isBlindIndexKind(criterion.kind)) throw new HlError('invalid', 'kind is not a blind-index kind');
-    const values = typeof criterion.value === 'string' ? [criterion.value] : criterion.value;
-    if (values.length === 0) throw new HlError('invalid', 'a search criterion needs at least one value');
-    return values.map((value) => this.termOf(resourceType, criterion.param, termForQuery(criterion.kind, value)));
   }
 
   async findByIndex(resourceType: string, param: string, kind: BlindIndexKind, value: string | readonly string[]): Promise<string[]> {
@@ -631,12 +457,12 @@ export class SqliteRecordStore implements RecordStore {
   async findByIndexAll(resourceType: string, criteria: readonly IndexCriterion[]): Promise<string[]> {
     requireResourceType(resourceType);
     if (criteria.length === 0) throw new HlError('invalid', 'a search needs at least one criterion');
-    const terms = criteria.map((c) => this.termsOf(resourceType, c));
+    const terms = criteria.map((c) => this.terms.termsOfCriterion(resourceType, c));
     const shape = terms.map((t) => t.length).join(',');
     let stmt = this.intersectStmts.get(shape);
     if (!stmt) {
       const selects = terms.map(
-        (t) => `SELECT c.id FROM record_index i JOIN record_current c ON c.seq = i.seq WHERE i.term IN (${t.map(() => '?').join(', ')})`,
+        (t) => `SELECT DISTINCT c.id FROM record_index i JOIN record_current c ON c.seq = i.seq WHERE i.term IN (${t.map(() => '?').join(', ')})`,
       );
       stmt = this.db.prepare(`${selects.join(' INTERSECT ')} ORDER BY 1`).pluck();
       if (this.intersectStmts.size < 256) this.intersectStmts.set(shape, stmt);
