@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HlError, toBase64 } from '../kernel/index.js';
-import type { LedgeredRepository, ServedVersion } from '../repository/index.js';
+import { resourceOf, type LedgeredRepository, type ServedVersion } from '../repository/index.js';
 import { intParam } from './params.js';
 import { httpErrorOf, outcomeOf } from './errors.js';
 
@@ -97,7 +97,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
       resourceType: 'Bundle',
       type: 'searchset',
       total: versions.length,
-      entry: versions.map((v) => ({ fullUrl: `${base}/${v.resourceType}/${v.id}`, resource: JSON.parse(new TextDecoder().decode(v.content)), search: { mode: 'match' } })),
+      entry: versions.map((v) => ({ fullUrl: `${base}/${v.resourceType}/${v.id}`, resource: resourceOf(v), search: { mode: 'match' } })),
     });
   });
 
@@ -123,7 +123,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
       ],
       entry: result.page.map((v) => ({
         fullUrl: `${base}/${v.resourceType}/${v.id}`,
-        resource: JSON.parse(new TextDecoder().decode(v.content)),
+        resource: resourceOf(v),
         search: { mode: 'match' },
       })),
     });
@@ -200,7 +200,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
       ],
       entry: page.versions.map((v) => ({
         fullUrl: `${base}/${v.resourceType}/${v.id}`,
-        ...(v.deleted ? {} : { resource: JSON.parse(new TextDecoder().decode(v.content)) }),
+        ...(v.deleted ? {} : { resource: resourceOf(v) }),
         request: {
           method: v.deleted ? 'DELETE' : v.versionId === '1' ? 'POST' : 'PUT',
           url: v.versionId === '1' && !v.deleted ? v.resourceType : `${v.resourceType}/${v.id}`,

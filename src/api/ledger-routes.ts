@@ -5,16 +5,16 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { HlError, toBase64 } from '../kernel/index.js';
-import { SignatureType, entryBundle, formatVerifierKey, parseCheckpoint, parseSignedNote, parseTilePath, readTile, type Ledger } from '../ledger/index.js';
+import { SignatureType, entryBundle, formatVerifierKey, parseTilePath, readTile, type Ledger } from '../ledger/index.js';
 import { sha256 } from '../crypto/index.js';
 import { intParam } from './params.js';
 
 const maxEntries = 256;
 
 function servedTreeSize(ledger: Ledger): { note: string; treeSize: number } {
-  const note = ledger.latestCheckpoint();
-  if (!note) throw new HlError('not-found', 'the ledger has no checkpoint yet');
-  return { note, treeSize: Number(parseCheckpoint(parseSignedNote(note).text).treeSize) };
+  const latest = ledger.latestCheckpointWithSize();
+  if (!latest) throw new HlError('not-found', 'the ledger has no checkpoint yet');
+  return latest;
 }
 
 function sizeParam(ledger: Ledger, value: unknown): number {

@@ -257,6 +257,11 @@ export class Ledger {
     return this.store.latestCheckpoint()?.note ?? null;
   }
 
+  /** The latest signed checkpoint with the tree size it covers, or null before the first. */
+  latestCheckpointWithSize(): { note: string; treeSize: number } | null {
+    return this.store.latestCheckpoint();
+  }
+
   /** RFC 9162 inclusion proof of `leafIndex` in the tree of `treeSize` (default: current). */
   inclusionProof(leafIndex: number, treeSize = this.frontier.size): Uint8Array[] {
     if (treeSize > this.frontier.size) throw new HlError('not-found', `tree size ${treeSize} is beyond the ledger`);

@@ -121,8 +121,7 @@ function decodesStrictly(b64url: string): boolean {
  * `invalid` with every structural issue; `too-costly` when over `maxTxBytes`.
  */
 export function parseTx(input: Uint8Array | string): ParsedTx {
-  const size = typeof input === 'string' ? input.length : input.length;
-  if (size > maxTxBytes * 2) throw new HlError('too-costly', `tx is larger than ${maxTxBytes} bytes`);
+  if (input.length > maxTxBytes * 2) throw new HlError('too-costly', `tx is larger than ${maxTxBytes} bytes`);
   let value: unknown;
   try {
     value = JSON.parse(typeof input === 'string' ? input : fromUtf8(input));

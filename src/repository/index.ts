@@ -5,6 +5,7 @@
  */
 export {
   LedgeredRepository,
+  resourceOf,
   type BundleEntryInput,
   type RecordCommitBody,
   type RecordCommitter,

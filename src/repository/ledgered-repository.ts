@@ -9,7 +9,7 @@ import jsonPatch from 'fast-json-patch';
 import { HlError, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
 import { matchesSearch, planSearch, searchIndexOf } from '../fhir/index.js';
-import { parseTx, type Ledger, type ParsedTx, type TxReceipt } from '../ledger/index.js';
+import { parseTx, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
 
 /** A FHIR resource as JSON. */
 export type Resource = { resourceType: string; id?: string; meta?: Record<string, unknown> } & Record<string, unknown>;
@@ -86,6 +86,11 @@ function rewriteReferences(value: unknown, map: ReadonlyMap<string, string>): un
     out[k] = k === 'reference' && typeof v === 'string' && map.has(v) ? map.get(v) : rewriteReferences(v, map);
   }
   return out;
+}
+
+/** The resource JSON of a stored or served version. */
+export function resourceOf(v: { content: Uint8Array }): { resourceType: string } & Record<string, unknown> {
+  return JSON.parse(new TextDecoder().decode(v.content));
 }
 
 function served(v: StoredVersion): ServedVersion {
@@ -375,7 +380,7 @@ export class LedgeredRepository {
     }
     const current = await this.readVerified(resourceType, id);
     if (current.deleted) throw new HlError('deleted', `${resourceType}/${id} was deleted`);
-    const document = JSON.parse(new TextDecoder().decode(current.content)) as Resource;
+    const document = resourceOf(current) as Resource;
     let patched: Resource;
     try {
       patched = jsonPatch.applyPatch(document, operations as jsonPatch.Operation[], true, false).newDocument as Resource;
@@ -425,7 +430,7 @@ export class LedgeredRepository {
         throw err;
       }
       if (v.deleted) continue;
-      if (matchesSearch(JSON.parse(new TextDecoder().decode(v.content)), plan)) matches.push(v);
+      if (matchesSearch(resourceOf(v), plan)) matches.push(v);
     }
     matches.sort((a, b) => (a.lastUpdated < b.lastUpdated ? 1 : a.lastUpdated > b.lastUpdated ? -1 : 0));
     const page = plan.summaryCount ? [] : matches.slice(plan.offset, plan.offset + plan.count);
@@ -447,26 +452,18 @@ export class LedgeredRepository {
    */
   async proof(resourceType: string, id: string, versionId: string): Promise<VersionProof> {
     const v = await this.deps.store.readVersion(resourceType, id, versionId);
-    if (!v.txId) throw new HlError('not-found', `${resourceType}/${id}/_history/${versionId} has no ledger commitment`);
-    const tx = this.deps.ledger.store.txById(v.txId);
-    if (!tx || !tx.valid || tx.leafIndex === null) {
-      throw new HlError('integrity', `the ledger has no valid commitment for ${resourceType}/${id}/_history/${versionId}`);
-    }
-    const committed = parseTx(tx.bytes).envelope.body as unknown as RecordCommitBody;
-    if (committed.commitment !== commitmentOf(v.salt, v.content)) {
-      throw new HlError('integrity', `integrity failure: ${resourceType}/${id}/_history/${versionId} does not match its ledger commitment`);
-    }
-    const checkpoint = this.deps.ledger.latestCheckpoint();
-    if (!checkpoint) throw new HlError('pushback', 'the ledger has not signed a checkpoint yet');
-    const treeSize = Number(checkpoint.split('\n')[1]);
-    if (!(tx.leafIndex < treeSize)) throw new HlError('pushback', 'the commitment is not yet covered by a checkpoint; retry shortly');
+    const tx = this.checkedCommitment(v);
+    if (!tx) throw new HlError('not-found', `${resourceType}/${id}/_history/${versionId} has no ledger commitment`);
+    const latest = this.deps.ledger.latestCheckpointWithSize();
+    if (!latest) throw new HlError('pushback', 'the ledger has not signed a checkpoint yet');
+    if (!(tx.leafIndex < latest.treeSize)) throw new HlError('pushback', 'the commitment is not yet covered by a checkpoint; retry shortly');
     return {
       leafIndex: tx.leafIndex,
-      treeSize,
+      treeSize: latest.treeSize,
       leaf: tx.bytes,
       salt: v.salt,
-      proof: this.deps.ledger.inclusionProof(tx.leafIndex, treeSize),
-      checkpoint,
+      proof: this.deps.ledger.inclusionProof(tx.leafIndex, latest.treeSize),
+      checkpoint: latest.note,
     };
   }
 
@@ -477,13 +474,30 @@ export class LedgeredRepository {
    */
   private async readVerified(resourceType: string, id: string, versionId?: string): Promise<ServedVersion> {
     const v = await this.deps.store.readVersion(resourceType, id, versionId);
-    if (v.txId) {
-      const tx = this.deps.ledger.store.txById(v.txId);
-      const body = tx?.valid ? (parseTx(tx.bytes).envelope.body as unknown as RecordCommitBody) : null;
-      if (!body || body.commitment !== commitmentOf(v.salt, v.content) || body.id !== id || body.versionId !== v.versionId) {
-        throw new HlError('integrity', `integrity failure: ${resourceType}/${id}/_history/${v.versionId} does not match its ledger commitment`);
-      }
-    }
+    this.checkedCommitment(v);
     return served(v);
+  }
+
+  /**
+   * The valid ledger tx that commits `v` (null when `v` names none), after checking that it commits exactly
+   * this version: same type, id and versionId, and `SHA-256(salt || content)` equal to its commitment.
+   * Throws `integrity` naming the version otherwise.
+   */
+  private checkedCommitment(v: StoredVersion): (StoredTx & { leafIndex: number }) | null {
+    if (!v.txId) return null;
+    const tx = this.deps.ledger.store.txById(v.txId);
+    const body = tx?.valid ? (parseTx(tx.bytes).envelope.body as unknown as RecordCommitBody) : null;
+    if (
+      !tx ||
+      !body ||
+      tx.leafIndex === null ||
+      body.commitment !== commitmentOf(v.salt, v.content) ||
+      body.resourceType !== v.resourceType ||
+      body.id !== v.id ||
+      body.versionId !== v.versionId
+    ) {
+      throw new HlError('integrity', `integrity failure: ${v.resourceType}/${v.id}/_history/${v.versionId} does not match its ledger commitment`);
+    }
+    return tx as StoredTx & { leafIndex: number };
   }
 }

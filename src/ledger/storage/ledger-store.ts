@@ -42,8 +42,6 @@ export interface LedgerStore extends NodeReader {
   entries(start: number, count: number): Uint8Array[];
   /** Hashes of level-`level` nodes [start, start + count), concatenated (missing ones end the run). */
   nodeRange(level: number, start: number, count: number): Uint8Array;
-  /** Every stored node of a level in index order (audit). */
-  levelNodes(level: number): Iterable<{ index: number; hash: Uint8Array }>;
   nodeCount(): number;
   putCheckpoint(treeSize: number, note: string): void;
   latestCheckpoint(): { treeSize: number; note: string } | null;

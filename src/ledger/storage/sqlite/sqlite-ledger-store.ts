@@ -92,7 +92,6 @@ export class SqliteLedgerStore implements LedgerStore {
       insertNode: db.prepare('INSERT INTO merkle_node (level, idx, hash) VALUES (?, ?, ?)'),
       node: db.prepare('SELECT hash FROM merkle_node WHERE level = ? AND idx = ?').pluck(),
       nodeRange: db.prepare('SELECT idx, hash FROM merkle_node WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx'),
-      levelNodes: db.prepare('SELECT idx, hash FROM merkle_node WHERE level = ? ORDER BY idx'),
       nodeCount: db.prepare('SELECT count(*) FROM merkle_node').pluck(),
       blockTxs: db.prepare('SELECT * FROM ledger_tx WHERE height = ? ORDER BY position'),
       allTxs: db.prepare('SELECT * FROM ledger_tx WHERE height >= ? ORDER BY height, position'),
@@ -201,11 +200,6 @@ export class SqliteLedgerStore implements LedgerStore {
     return out.subarray(0, n * 32);
   }
 
-  *levelNodes(level: number): Iterable<{ index: number; hash: Uint8Array }> {
-    for (const r of this.stmts.levelNodes.iterate(level) as Iterable<{ idx: number; hash: Buffer }>) {
-      yield { index: r.idx, hash: new Uint8Array(r.hash) };
-    }
-  }
 
   nodeCount(): number {
     return this.stmts.nodeCount.get() as number;
