@@ -105,7 +105,7 @@ const ownerLockClass = 0x484c4f57;
 const kekLockClass = 0x484c4b4b;
 const maxAttempts = 5;
 /** Wrapped keys per UPDATE of a rotation (and between two progress reports). */
-const rotationChunk = 1000;
+const rotationChunk = 250;
 const retryableStates: ReadonlySet<string> = new Set(['40P01', '40001']);
 
 /** Row columns a version read needs, with the wrapped DEK of its owner and its KEK's id (null when erased). */

@@ -80,7 +80,7 @@ const statusCommitted = 1;
 const versionColumns = `v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.owner, v.status,
   v.tx_id, v.sealed, v.erased_ms, d.wrapped, d.kek_id`;
 /** How many keys a rotation re-wraps between two progress reports. */
-const progressEvery = 1000;
+const progressEvery = 250;
 const dekJoin = `LEFT JOIN store_dek d ON d.owner = ifnull(v.owner, '${nodeOwner}')`;
 
 interface VersionRow {
