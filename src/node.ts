@@ -549,6 +549,7 @@ export async function rotateNodeKek(options: {
   const dataDir = resolve(options.dataDir);
   const config = readConfig(dataDir);
   const clock = options.clock ?? systemClock;
+  requireDatabaseUrl(options.database);
   const lock = lockDataDir(dataDir);
   let ledgerStore: SqliteLedgerStore | undefined;
   let records: RecordStore | undefined;
