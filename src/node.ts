@@ -2,8 +2,9 @@
  * Composition root: config → keys → ledger store → ledger → orderer, and the apply loop that turns ordered
  * batches into blocks and signed checkpoints. Later issues add the record store, repository and API here.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
 import pino, { type Logger } from 'pino';
 import { HlError, fromBase64, isHlError, orgIdFromName, randomBytes, systemClock, toBase64, toHex, type Clock } from './kernel/index.js';
 import {
@@ -26,6 +27,7 @@ import {
   signTx,
   type AuditReport,
   type LedgerStore,
+  type SqliteLedgerStore,
   type TxEnvelope,
   type TxReceipt,
 } from './ledger/index.js';
@@ -33,7 +35,7 @@ import { LocalOrderer, type Orderer } from './ordering/index.js';
 import { buildCapabilityStatement, buildServer } from './api/index.js';
 import { checkScope, issueToken } from './auth/index.js';
 import { generatePatientBundle } from './synth/index.js';
-import { openPostgresRecordStore, openSqliteRecordStore, type RecordStore } from './store/index.js';
+import { openPostgresRecordStore, openSqliteRecordStore, type RecordStore, type RotationReport } from './store/index.js';
 import { isResourceType, loadDefinitions, patientCompartmentOf, resourceTypes, validateResource } from './fhir/index.js';
 import { LedgeredRepository, type RecordCommitBody, type Resource } from './repository/index.js';
 import type { FastifyInstance } from 'fastify';
@@ -59,7 +61,10 @@ const files = {
   genesis: 'genesis.json',
   orgKey: join('keys', 'org-key.pem'),
   kek: join('keys', 'kek.key'),
+  /** The new KEK while a rotation is under way (see {@link openRecordStore}). */
+  kekNext: join('keys', 'kek.key.next'),
   pseudonymKey: join('keys', 'pseudonym.key'),
+  lock: 'node.lock',
 };
 
 function readSecret(dataDir: string, file: string, what: string, createIfMissing: boolean): Uint8Array {
@@ -137,6 +142,7 @@ export class HealthledgerNode {
   /** The only path to records. */
   readonly repository: LedgeredRepository;
   private readonly store: LedgerStore;
+  private readonly lock: DataDirLock;
   private readonly abort = new AbortController();
   private readonly loop: Promise<void>;
   private appliedWaiters: { height: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
@@ -155,8 +161,11 @@ export class HealthledgerNode {
     records: RecordStore;
     pseudonymKey: Uint8Array;
     clock: Clock;
+    /** The data directory's lock, released by `close()`. */
+    lock: DataDirLock;
   }) {
     this.config = parts.config;
+    this.lock = parts.lock;
     this.dataDir = parts.dataDir;
     this.ledger = parts.ledger;
     this.orderer = parts.orderer;
@@ -268,43 +277,66 @@ export class HealthledgerNode {
     await this.orderer.close();
     await this.loop;
     await this.pool?.close();
-    await (this.records as RecordStore & { close?: () => Promise<void> }).close?.();
+    await closeRecordStore(this.records);
     this.store.close();
+    this.lock.release();
   }
 }
 
-/** Opens the node in `dataDir` and starts applying ordered batches (catching up on any not yet applied). */
+/** Closes a record store that holds resources of its own (the PostgreSQL pool); SQLite's is the ledger's. */
+async function closeRecordStore(records: RecordStore): Promise<void> {
+  await (records as RecordStore & { close?: () => Promise<void> }).close?.();
+}
+
+/**
+ * Opens the node in `dataDir` and starts applying ordered batches (catching up on any not yet applied).
+ * Holds the data directory's lock until `close()`: `conflict` if a node or a key rotation already uses it.
+ */
 export async function openNode(options: { dataDir: string; clock?: Clock; log?: Logger; database?: string }): Promise<HealthledgerNode> {
   const dataDir = resolve(options.dataDir);
   const config = readConfig(dataDir);
   const keyPair = readOrgKey(dataDir);
   const clock = options.clock ?? systemClock;
-  const store = openSqliteLedgerStore(join(dataDir, config.database));
+  const log = options.log ?? createLogger();
+  requireDatabaseUrl(options.database);
+  const lock = lockDataDir(dataDir);
+  let store: SqliteLedgerStore;
   let ledger: Ledger;
   try {
-    ledger = Ledger.open({ store, signer: { orgId: config.orgId, keyPair }, clock });
+    store = openSqliteLedgerStore(join(dataDir, config.database));
+    try {
+      ledger = Ledger.open({ store, signer: { orgId: config.orgId, keyPair }, clock });
+    } catch (err) {
+      store.close();
+      throw err;
+    }
   } catch (err) {
-    store.close();
+    lock.release();
     throw err;
   }
   let records: RecordStore;
   try {
-    const kek = readSecret(dataDir, files.kek, 'key-encryption key', false);
-    if (options.database === undefined) {
-      records = await openSqliteRecordStore({ db: store.db, kek, clock });
-    } else if (/^postgres(ql)?:\/\//.test(options.database)) {
-      records = await openPostgresRecordStore({ connectionString: options.database, kek, clock });
-    } else {
-      throw new HlError('invalid', '--database must be a postgres:// or postgresql:// URL');
+    const opened = await openRecordStore({ dataDir, ledgerDb: store.db, database: options.database, clock });
+    records = opened.records;
+    if (opened.finishedRotation) {
+      log.warn({ kekId: records.kekId }, 'finished a KEK rotation that was interrupted after its store transaction: keys/kek.key is now the new KEK');
     }
   } catch (err) {
     store.close();
-    if (isHlError(err)) throw err;
-    // Connection failures name the server, never credentials from the URL.
-    throw new HlError('pushback', `cannot open the record database: ${(err as Error).message}`, { cause: err });
+    lock.release();
+    throw err;
   }
-  const pseudonymKey = readSecret(dataDir, files.pseudonymKey, 'pseudonym key', true);
-  const orderer = new LocalOrderer({ file: join(dataDir, config.ordererLog), proposer: config.orgId, clock });
+  let pseudonymKey: Uint8Array;
+  let orderer: LocalOrderer;
+  try {
+    pseudonymKey = readSecret(dataDir, files.pseudonymKey, 'pseudonym key', true);
+    orderer = new LocalOrderer({ file: join(dataDir, config.ordererLog), proposer: config.orgId, clock });
+  } catch (err) {
+    await closeRecordStore(records);
+    store.close();
+    lock.release();
+    throw err;
+  }
   const node = new HealthledgerNode({
     config,
     dataDir,
@@ -312,14 +344,245 @@ export async function openNode(options: { dataDir: string; clock?: Clock; log?: 
     orderer,
     store,
     keyPair,
-    log: options.log ?? createLogger(),
+    log,
     records,
     pseudonymKey,
     clock,
+    lock,
   });
-  await node.waitForHeight(orderer.lastHeight());
-  await node.recoverPendingRecords();
+  try {
+    await node.waitForHeight(orderer.lastHeight());
+    await node.recoverPendingRecords();
+  } catch (err) {
+    await node.close();
+    throw err;
+  }
   return node;
+}
+
+/** Throws `invalid` unless `database` (when given) is a PostgreSQL URL, the only database a node takes. */
+function requireDatabaseUrl(database: string | undefined): void {
+  if (database !== undefined && !/^postgres(ql)?:\/\//.test(database)) {
+    throw new HlError('invalid', '--database must be a postgres:// or postgresql:// URL');
+  }
+}
+
+/** An exclusive hold on a data directory (see {@link lockDataDir}). */
+export interface DataDirLock {
+  release(): void;
+}
+
+/**
+ * Takes the data directory's lock, held by a running node and by a key rotation: `node.lock`, a SQLite file
+ * kept in EXCLUSIVE locking mode. The lock is the operating system's file lock, so it dies with the process
+ * (kill -9 and power loss included) and never goes stale, unlike a pid file. `conflict` when another holder,
+ * in this process or any other, has it.
+ */
+export function lockDataDir(dataDir: string): DataDirLock {
+  const file = join(resolve(dataDir), files.lock);
+  const db = new Database(file, { timeout: 0 });
+  try {
+    db.pragma('locking_mode = EXCLUSIVE');
+    db.exec('BEGIN EXCLUSIVE; COMMIT');
+  } catch (err) {
+    db.close();
+    if ((err as { code?: string }).code === 'SQLITE_BUSY') {
+      throw new HlError('conflict', `${resolve(dataDir)} is in use by a running node or key rotation (${files.lock} is locked); stop it first`, {
+        cause: err,
+      });
+    }
+    throw err;
+  }
+  return { release: () => db.close() };
+}
+
+/** Reads a 32-byte key file if it exists. */
+function readKekFile(dataDir: string, file: string): Uint8Array | undefined {
+  return existsSync(join(dataDir, file)) ? readSecret(dataDir, file, 'key-encryption key', false) : undefined;
+}
+
+/** Makes the renames and creations in a directory durable (POSIX: fsync the directory itself). */
+function syncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes a new key file (mode 0600; never over an existing file) and makes it durable before returning. */
+function writeKeyFileDurably(path: string, key: Uint8Array): void {
+  const fd = openSync(path, 'wx', 0o600);
+  try {
+    writeSync(fd, `${toBase64(key)}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  syncDir(join(path, '..'));
+}
+
+/**
+ * Makes `keys/kek.key.next` the KEK: renames `keys/kek.key` (if any) to `keys/kek.key.retired-<UTC time>`
+ * and the new one into its place, durably. Returns the retired file's path (null when there was none: a
+ * crash between the two renames left only the new key).
+ */
+function promoteNextKek(dataDir: string, clock: Clock): string | null {
+  const keysDir = join(dataDir, 'keys');
+  let retired: string | null = null;
+  if (existsSync(join(dataDir, files.kek))) {
+    const stamp = new Date(clock.nowMs()).toISOString().replace(/[-:.]/g, '');
+    retired = join(dataDir, `${files.kek}.retired-${stamp}`);
+    for (let n = 2; existsSync(retired); n++) retired = join(dataDir, `${files.kek}.retired-${stamp}-${n}`);
+    renameSync(join(dataDir, files.kek), retired);
+  }
+  renameSync(join(dataDir, files.kekNext), join(dataDir, files.kek));
+  syncDir(keysDir);
+  return retired;
+}
+
+/**
+ * Opens the node's record store (SQLite in the ledger's database, or PostgreSQL at `database`) with the KEK
+ * of the data directory, finishing a KEK rotation that a crash interrupted (DESIGN.md §5).
+ *
+ * A rotation ({@link rotateNodeKek}) writes the new KEK durably to `keys/kek.key.next` before its one store
+ * transaction and renames the files after it commits. The store records the id (`kekIdOf`) of the KEK that
+ * wraps its keys and accepts only that KEK, so exactly one of `kek.key` and `kek.key.next` opens it, whatever
+ * moment the crash hit: `kek.key` (the transaction did not commit: `kek.key.next` is left for the next
+ * rotation to use, since it may be the KEK of another database this data directory was used with), or
+ * `kek.key.next` (it committed: `kek.key.next` then becomes `kek.key` and the old one is retired). No key
+ * file is ever deleted or overwritten here. When neither opens it: `integrity`, naming the file and both ids.
+ */
+async function openRecordStore(options: {
+  dataDir: string;
+  /** The ledger's SQLite database, which holds the embedded record store. */
+  ledgerDb: Database.Database;
+  /** A PostgreSQL URL (default: the embedded SQLite store). */
+  database?: string;
+  clock?: Clock;
+}): Promise<{ records: RecordStore; finishedRotation: boolean; retiredKekFile: string | null }> {
+  const { dataDir, database } = options;
+  const clock = options.clock ?? systemClock;
+  requireDatabaseUrl(database);
+  const open = async (kek: Uint8Array): Promise<RecordStore> => {
+    try {
+      if (database === undefined) return await openSqliteRecordStore({ db: options.ledgerDb, kek, clock });
+      return await openPostgresRecordStore({ connectionString: database, kek, clock });
+    } catch (err) {
+      if (isHlError(err)) throw err;
+      // Connection failures name the server, never credentials from the URL.
+      throw new HlError('pushback', `cannot open the record database: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const current = readKekFile(dataDir, files.kek);
+  const next = readKekFile(dataDir, files.kekNext);
+  if (current === undefined && next === undefined) {
+    throw new HlError('not-found', `key-encryption key not found at ${join(dataDir, files.kek)}`);
+  }
+  let failure: HlError | undefined;
+  if (current !== undefined) {
+    try {
+      return { records: await open(current), finishedRotation: false, retiredKekFile: null };
+    } catch (err) {
+      if (!isHlError(err, 'integrity')) throw err;
+      failure = new HlError('integrity', `cannot open the record store with ${join(dataDir, files.kek)}: ${err.message}`, {
+        cause: err,
+      });
+      if (next === undefined) throw failure;
+    }
+  }
+  let records: RecordStore;
+  try {
+    records = await open(next!);
+  } catch (err) {
+    if (failure !== undefined || !isHlError(err, 'integrity')) throw failure ?? err;
+    throw new HlError('integrity', `cannot open the record store with ${join(dataDir, files.kekNext)}: ${err.message}`, { cause: err });
+  }
+  try {
+    return { records, finishedRotation: true, retiredKekFile: promoteNextKek(dataDir, clock) };
+  } catch (err) {
+    await closeRecordStore(records);
+    throw err;
+  }
+}
+
+/** What {@link rotateNodeKek} did. */
+export interface NodeKekRotation extends RotationReport {
+  /** The KEK file, now holding the new KEK. */
+  kekFile: string;
+  /** Where the old KEK was moved: the operator destroys it once no backup needs it. */
+  retiredKekFile: string | null;
+  /** Which record store was rotated. */
+  backend: 'sqlite' | 'postgresql';
+  /**
+   * Set when opening the store first finished an earlier rotation that a crash had interrupted after its
+   * transaction (the store was already under `keys/kek.key.next`): the id of that KEK and the file it retired.
+   */
+  finishedEarlier: { kekId: string; retiredKekFile: string | null } | null;
+}
+
+/** The steps of {@link rotateNodeKek}, in order, for progress output (and crash tests). */
+export type KekRotationStep = 'store-opened' | 'new-kek-written' | 'store-rotated' | 'kek-files-swapped';
+
+/**
+ * Rotates the key-encryption key of a node's record store (DESIGN.md §5), with the node stopped: takes the
+ * data directory's lock (`conflict` while a node runs on it), opens the store as {@link openRecordStore} does,
+ * writes a new random KEK durably to `keys/kek.key.next` (or reuses one a rotation left there that does not
+ * open this store), re-wraps every DEK and the blind-index key in one store transaction
+ * (`RecordStore.rotateKek`; no resource ciphertext, index term or ledger entry changes), then renames
+ * `keys/kek.key` to `keys/kek.key.retired-<UTC time>` and the new key into its place. A crash at any point
+ * leaves a state that {@link openRecordStore} opens with the right key. The retired KEK is kept, not
+ * deleted: the operator decides when no backup made before the rotation still needs it, and destroys it.
+ * The blind-index key and the pseudonym key are not rotated: the first would need every index term
+ * recomputed (a reindex), the second every ledger pseudonym re-derived.
+ * With `database`, only the PostgreSQL store is rotated; the embedded SQLite store of the data directory
+ * (empty when the node runs on PostgreSQL) stays under the old KEK.
+ */
+export async function rotateNodeKek(options: {
+  dataDir: string;
+  database?: string;
+  clock?: Clock;
+  onProgress?: (done: number, total: number) => void;
+  onStep?: (step: KekRotationStep) => void;
+}): Promise<NodeKekRotation> {
+  const dataDir = resolve(options.dataDir);
+  const config = readConfig(dataDir);
+  const clock = options.clock ?? systemClock;
+  requireDatabaseUrl(options.database);
+  const lock = lockDataDir(dataDir);
+  let ledgerStore: SqliteLedgerStore | undefined;
+  let records: RecordStore | undefined;
+  try {
+    ledgerStore = openSqliteLedgerStore(join(dataDir, config.database));
+    const opened = await openRecordStore({ dataDir, ledgerDb: ledgerStore.db, database: options.database, clock });
+    records = opened.records;
+    const finishedEarlier = opened.finishedRotation ? { kekId: records.kekId, retiredKekFile: opened.retiredKekFile } : null;
+    options.onStep?.('store-opened');
+    // A key left by an interrupted rotation of this store never wrapped anything here; it may wrap another
+    // database's keys, so it is used rather than replaced.
+    let newKek = readKekFile(dataDir, files.kekNext);
+    if (newKek === undefined) {
+      newKek = generateAesKey();
+      writeKeyFileDurably(join(dataDir, files.kekNext), newKek);
+    }
+    options.onStep?.('new-kek-written');
+    const report = await records.rotateKek(newKek, options.onProgress ? { onProgress: options.onProgress } : {});
+    options.onStep?.('store-rotated');
+    const retiredKekFile = promoteNextKek(dataDir, clock);
+    options.onStep?.('kek-files-swapped');
+    return {
+      ...report,
+      kekFile: join(dataDir, files.kek),
+      retiredKekFile,
+      backend: options.database === undefined ? 'sqlite' : 'postgresql',
+      finishedEarlier,
+    };
+  } finally {
+    if (records !== undefined) await closeRecordStore(records);
+    ledgerStore?.close();
+    lock.release();
+  }
 }
 
 /** What `initNode` made. */

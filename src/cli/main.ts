@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
-import { initNode, isHlError, issueAdminToken, startNode, verifyDataDir, writeSynthBundles } from '../node.js';
+import { initNode, isHlError, issueAdminToken, rotateNodeKek, startNode, verifyDataDir, writeSynthBundles } from '../node.js';
 import { runBench } from '../bench/index.js';
 import { importFiles } from './import.js';
 
@@ -168,6 +168,60 @@ function buildProgram(out: (s: string) => void): Command {
     .option('--scope <scope>', 'SMART scopes, space-separated', 'user/*.cruds')
     .action(async (opts: { data: string; scope: string }) => {
       out(`${await issueAdminToken({ dataDir: opts.data, scope: opts.scope })}\n`);
+    });
+
+  const keys = program.command('keys').description("manage the node's keys");
+  keys
+    .command('rotate')
+    .description(
+      'replace the key-encryption key: re-wrap every data key under a new KEK in one transaction, without rewriting any record ' +
+        '(the node must be stopped; the old KEK is kept as keys/kek.key.retired-<time> for you to destroy)',
+    )
+    .requiredOption('--data <dir>', "the node's data directory")
+    .option('--database <url>', 'the PostgreSQL URL the node runs with, if any (default: the embedded SQLite store)')
+    .action(async (opts: { data: string; database?: string }) => {
+      const bar = progressBar('re-wrapping', 'keys');
+      const started = performance.now();
+      let r;
+      try {
+        r = await rotateNodeKek({
+          dataDir: opts.data,
+          ...(opts.database ? { database: opts.database } : {}),
+          onStep: (step) => {
+            if (step === 'new-kek-written') out('new KEK written to keys/kek.key.next\n');
+          },
+          onProgress: (done, total) => {
+            if (done === 0) out(`re-wrapping ${total} keys in one transaction\n`);
+            bar.update(done, total);
+          },
+        });
+      } finally {
+        bar.stop();
+      }
+      const seconds = (performance.now() - started) / 1000;
+      const lines: string[] = [];
+      if (r.finishedEarlier) {
+        lines.push(
+          `finished an earlier rotation that was interrupted after its transaction (store already under ${r.finishedEarlier.kekId}` +
+            `${r.finishedEarlier.retiredKekFile ? `; retired ${r.finishedEarlier.retiredKekFile}` : ''})`,
+        );
+      }
+      lines.push(
+        `re-wrapped ${r.dataKeysRewrapped} data keys and the blind-index key under KEK ${r.toKekId} (was ${r.fromKekId}) in ${seconds.toFixed(2)} s; ` +
+          'no record, index entry or ledger entry was rewritten',
+        `  new KEK:     ${r.kekFile}`,
+      );
+      if (r.retiredKekFile) {
+        lines.push(
+          `  retired KEK: ${r.retiredKekFile}`,
+          '  The retired KEK still decrypts every backup or copy of the database made before this rotation. Destroy it,',
+          '  and every copy of it, once no such backup is needed. The node no longer accepts it.',
+        );
+      }
+      if (r.backend === 'postgresql') {
+        lines.push('  PostgreSQL may keep old copies of the re-wrapped keys (dead rows, WAL) until it overwrites them; they are useless without the retired KEK.');
+      }
+      out(`${lines.join('\n')}\n`);
     });
 
   program

@@ -1,4 +1,4 @@
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { createHash, createHmac, generateKeyPairSync } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { HlError, fromHex, toHex, utf8 } from '../kernel/index.js';
@@ -14,6 +14,7 @@ import {
   hmacSha256,
   importEd25519PrivateKey,
   importEd25519PublicKey,
+  kekIdOf,
   open,
   openEnvelope,
   rawPublicKey,
@@ -484,6 +485,19 @@ describe('key wrapping and rotation', () => {
     expect(hlErrorOf(() => unwrapKey(oldKek, wrappedNew)).code).toBe('integrity');
     // The data itself is untouched by rotation.
     expect(hex(sealed)).toBe(sealedBefore);
+  });
+
+  it('names a KEK by a stable id that differs between keys and is not the key', () => {
+    const kek = fromHex('000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f');
+    const id = kekIdOf(kek);
+    expect(id).toMatch(/^kek-[0-9a-f]{16}$/);
+    expect(kekIdOf(Uint8Array.from(kek))).toBe(id);
+    // HMAC-SHA-256(kek, "healthledger/kek-id/v1"), first 8 bytes, computed independently.
+    const expected = createHmac('sha256', kek).update('healthledger/kek-id/v1').digest('hex').slice(0, 16);
+    expect(id).toBe(`kek-${expected}`);
+    expect(id).not.toContain(toHex(kek).slice(0, 16));
+    expect(kekIdOf(generateAesKey())).not.toBe(kekIdOf(generateAesKey()));
+    expect(hlErrorOf(() => kekIdOf(new Uint8Array(16))).code).toBe('invalid');
   });
 
   it('rotation with the wrong old KEK fails, as integrity', () => {

@@ -4,7 +4,8 @@
  * without touching data (DESIGN.md §5).
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { HlError, concatBytes } from '../kernel/index.js';
+import { HlError, concatBytes, toHex } from '../kernel/index.js';
+import { hmacSha256 } from './hash.js';
 
 const version = 1;
 const ivBytes = 12;
@@ -66,6 +67,19 @@ export function unwrapKey(kek: Uint8Array, wrapped: Uint8Array): Uint8Array {
   const dek = open(kek, wrapped, wrapAad);
   requireKey(dek);
   return dek;
+}
+
+const kekIdLabel = new TextEncoder().encode('healthledger/kek-id/v1');
+
+/**
+ * The public id of a KEK, `kek-` + 16 hex digits: HMAC-SHA-256(KEK, "healthledger/kek-id/v1"), first 8 bytes.
+ * Stored beside every key it wraps, so a store always says which KEK it needs (and a rotation that was cut
+ * short is never ambiguous); safe to print and log, since it reveals nothing about the key (a PRF output).
+ * Two distinct KEKs share an id with probability 2^-64.
+ */
+export function kekIdOf(kek: Uint8Array): string {
+  requireKey(kek);
+  return `kek-${toHex(hmacSha256(kek, kekIdLabel).subarray(0, 8))}`;
 }
 
 /** Re-wraps a wrapped DEK from `oldKek` to `newKek` (key rotation: the data it protects is untouched). */

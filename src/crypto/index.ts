@@ -24,6 +24,7 @@ export { Ed25519VerifierPool, type SignatureCheck } from './ed25519-pool.js';
 export {
   aesKeyBytes,
   generateAesKey,
+  kekIdOf,
   open,
   openEnvelope,
   rewrapKey,

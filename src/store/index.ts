@@ -31,6 +31,7 @@ export {
   type PendingVersion,
   type RecordStore,
   type ResourceRef,
+  type RotationOptions,
   type RotationReport,
   type StoredVersion,
   type VersionWrite,

@@ -7,7 +7,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HlError, fixedClock, fromUtf8, type Clock } from '../kernel/index.js';
-import { canonicalBytes } from '../crypto/index.js';
+import { canonicalBytes, kekIdOf, unwrapKey } from '../crypto/index.js';
 import type { BlindIndexEntry } from './blind-index.js';
 import { generateSalt } from './commitment.js';
 import type { RecordStore, StoredVersion, VersionWrite } from './record-store.js';
@@ -18,6 +18,12 @@ export interface RecordStoreHarness {
   open(kek: Uint8Array, options?: { clock?: Clock }): Promise<RecordStore>;
   /** Closes what `open` opened and deletes the database. */
   close(): Promise<void>;
+  /**
+   * Runs one SQL statement on the database directly, as an operator (or attacker) with database access
+   * would, and returns its rows (none for a statement that returns no data). The backends share table and
+   * column names (`store_dek (owner, wrapped, kek_id)`, `store_meta (key, value)`, `record_version`...).
+   */
+  query(sql: string): Promise<Record<string, unknown>[]>;
 }
 
 /** Awaits `promise` and returns the HlError it rejects with (fails the test otherwise). */
@@ -548,15 +554,49 @@ export function runRecordStoreConformance(
     });
 
     describe('keys', () => {
+      /** Wrapped keys as stored: every DEK row (owner, wrapped bytes, KEK id) and the wrapped blind-index key. */
+      async function keyRows(): Promise<{ owner: string; wrapped: Buffer; kekId: string }[]> {
+        const deks = await harness.query('SELECT owner, wrapped, kek_id FROM store_dek ORDER BY owner');
+        const [index] = await harness.query("SELECT value FROM store_meta WHERE key = 'index-key'");
+        return [
+          ...deks.map((r) => ({ owner: r.owner as string, wrapped: Buffer.from(r.wrapped as Uint8Array), kekId: r.kek_id as string })),
+          { owner: '(index key)', wrapped: Buffer.from(index!.value as Uint8Array), kekId: '' },
+        ];
+      }
+      /** Every data and index row, exactly as stored. */
+      async function dataRows(): Promise<string> {
+        return JSON.stringify([
+          await harness.query('SELECT * FROM record_version ORDER BY seq'),
+          await harness.query('SELECT term, seq FROM record_index ORDER BY term, seq'),
+          await harness.query('SELECT * FROM record_current ORDER BY seq'),
+          await harness.query('SELECT * FROM store_erasure ORDER BY owner'),
+        ]);
+      }
+      const recordedKekId = async (): Promise<string> => {
+        const [row] = await harness.query("SELECT value FROM store_meta WHERE key = 'kek-id'");
+        return Buffer.from(row!.value as string | Uint8Array).toString('utf8');
+      };
+      async function seedPatients(n: number): Promise<VersionWrite[]> {
+        const writes = Array.from({ length: n }, (_, i) =>
+          f.make({ resourceType: 'Patient', id: `p${i}`, patient: `p${i}`, index: [{ param: 'family', kind: 'string', value: `Doe${i % 3}` }] }),
+        );
+        await store.writeVersions(writes);
+        return writes;
+      }
+
       it('rotates the KEK: a store opened with the new KEK reads and searches, the old KEK is rejected', async () => {
         const v = f.make({ resourceType: 'Patient', id: 'p1', patient: 'p1', index: [{ param: 'family', kind: 'string', value: 'Doe' }] });
         const org = f.make({ resourceType: 'Organization', id: 'org', patient: null });
         await store.writeVersions([v, org]);
         const newKek = new Uint8Array(randomBytes(32));
+        expect(store.kekId).toBe(kekIdOf(kek));
         const report = await store.rotateKek(newKek);
-        expect(report.keysRewrapped).toBe(3); // p1's DEK, the node-wide DEK, the blind-index key
+        // p1's DEK and the node-wide DEK, plus the blind-index key
+        expect(report).toMatchObject({ dataKeysRewrapped: 2, keysRewrapped: 3, fromKekId: kekIdOf(kek), toKekId: kekIdOf(newKek) });
+        expect(store.kekId).toBe(kekIdOf(newKek));
         expectSameVersion(await store.readVersion('Patient', 'p1'), v);
         const reopened = await harness.open(newKek);
+        expect(reopened.kekId).toBe(kekIdOf(newKek));
         expectSameVersion(await reopened.readVersion('Patient', 'p1'), v);
         expectSameVersion(await reopened.readVersion('Organization', 'org'), org);
         expect(await reopened.findByIndex('Patient', 'family', 'string', 'doe')).toEqual(['p1']);
@@ -564,12 +604,143 @@ export function runRecordStoreConformance(
         const w = f.make({ id: 'o1', patient: 'p9' });
         await reopened.writeVersions([w]);
         expectSameVersion(await (await harness.open(newKek)).readVersion('Observation', 'o1'), w);
-        expect((await rejectionOf(harness.open(kek))).code).toBe('integrity');
+        const err = await rejectionOf(harness.open(kek));
+        expect(err.code).toBe('integrity');
+        expect(err.message).toContain(kekIdOf(newKek));
+        expect(err.message).toContain(kekIdOf(kek));
+      });
+
+      it('re-wraps only keys: data and index rows keep their exact bytes, every wrapped key and its KEK id change, the old KEK unwraps none', async () => {
+        await seedPatients(5);
+        await store.writeVersions([
+          f.make({ id: 'o1', patient: 'p1', index: [{ param: 'code', kind: 'token', value: 'x' }] }),
+          f.make({ resourceType: 'Organization', id: 'org', patient: null }),
+          f.make({ id: 'gone', patient: 'px' }),
+        ]);
+        await store.erasePatient('px');
+        const dataBefore = await dataRows();
+        const keysBefore = await keyRows();
+        expect(keysBefore.map((k) => k.owner)).toEqual(['*', 'p0', 'p1', 'p2', 'p3', 'p4', '(index key)']);
+        for (const k of keysBefore.slice(0, -1)) expect(k.kekId).toBe(kekIdOf(kek));
+        expect(await recordedKekId()).toBe(kekIdOf(kek));
+        const newKek = new Uint8Array(randomBytes(32));
+        const report = await store.rotateKek(newKek);
+        expect(report.dataKeysRewrapped).toBe(6);
+        expect(await dataRows()).toBe(dataBefore);
+        const keysAfter = await keyRows();
+        expect(keysAfter.map((k) => k.owner)).toEqual(keysBefore.map((k) => k.owner));
+        keysAfter.forEach((k, i) => {
+          expect(k.wrapped.equals(keysBefore[i]!.wrapped)).toBe(false);
+          expect(() => unwrapKey(kek, k.wrapped)).toThrow(HlError);
+          // The same key inside: the new KEK unwraps to what the old one did.
+          expect(Buffer.from(unwrapKey(newKek, k.wrapped)).equals(Buffer.from(unwrapKey(kek, keysBefore[i]!.wrapped)))).toBe(true);
+        });
+        for (const k of keysAfter.slice(0, -1)) expect(k.kekId).toBe(kekIdOf(newKek));
+        expect(await recordedKekId()).toBe(kekIdOf(newKek));
+      });
+
+      it('rolls a rotation that fails part-way back whole: every key stays under the old KEK, which keeps working', async () => {
+        const writes = await seedPatients(600);
+        const keysBefore = await keyRows();
+        const newKek = new Uint8Array(randomBytes(32));
+        const seen: number[] = [];
+        const failure = new Error('injected failure mid-rotation');
+        const err = await store
+          .rotateKek(newKek, {
+            onProgress: (done, total) => {
+              expect(total).toBe(601); // 600 patients' DEKs and the blind-index key
+              seen.push(done);
+              if (done > 0 && done < total) throw failure;
+            },
+          })
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+        expect(err).toBe(failure);
+        expect(seen[0]).toBe(0);
+        expect(seen.at(-1)).toBeGreaterThan(0);
+        expect(await keyRows()).toEqual(keysBefore);
+        expect(await recordedKekId()).toBe(kekIdOf(kek));
+        expect(store.kekId).toBe(kekIdOf(kek));
+        expect((await rejectionOf(harness.open(newKek))).code).toBe('integrity');
+        const reopened = await harness.open(kek);
+        expectSameVersion(await reopened.readVersion('Patient', 'p599'), writes[599]!);
+        // The store that failed to rotate still reads, and writes new compartments under the old KEK.
+        expectSameVersion(await store.readVersion('Patient', 'p7'), writes[7]!);
+        await store.writeVersions([f.make({ id: 'after', patient: 'pnew' })]);
+        expect((await harness.query("SELECT kek_id FROM store_dek WHERE owner = 'pnew'"))[0]!.kek_id).toBe(kekIdOf(kek));
+        // And a rotation after the failed one goes through.
+        expect((await store.rotateKek(newKek)).dataKeysRewrapped).toBe(601);
+        expectSameVersion(await (await harness.open(newKek)).readVersion('Patient', 'p599'), writes[599]!);
+      });
+
+      it('reports progress from 0 to the total number of keys', async () => {
+        await seedPatients(3);
+        const seen: [number, number][] = [];
+        await store.rotateKek(new Uint8Array(randomBytes(32)), { onProgress: (done, total) => seen.push([done, total]) });
+        expect(seen[0]).toEqual([0, 4]);
+        expect(seen.at(-1)).toEqual([4, 4]);
+      });
+
+      it('refuses to rotate to the current KEK or to a key that is not 32 bytes, changing nothing', async () => {
+        await seedPatients(2);
+        const keysBefore = await keyRows();
+        const same = await rejectionOf(store.rotateKek(Uint8Array.from(kek)));
+        expect(same.code).toBe('invalid');
+        expect(same.message).toContain(kekIdOf(kek));
+        expect((await rejectionOf(store.rotateKek(new Uint8Array(31)))).code).toBe('invalid');
+        expect(await keyRows()).toEqual(keysBefore);
+      });
+
+      it('never wraps a new data key under a KEK another store object has rotated away', async () => {
+        const writes = await seedPatients(2);
+        const stale = await harness.open(kek);
+        const newKek = new Uint8Array(randomBytes(32));
+        await store.rotateKek(newKek);
+        const write = await rejectionOf(stale.writeVersions([f.make({ id: 'o1', patient: 'fresh' })]));
+        expect(write.code).toBe('integrity');
+        expect(write.message).toContain(kekIdOf(newKek));
+        const read = await rejectionOf(stale.readVersion('Patient', 'p1'));
+        expect(read.code).toBe('integrity');
+        expect(read.message).toContain('compartment p1');
+        const rotate = await rejectionOf(stale.rotateKek(new Uint8Array(randomBytes(32))));
+        expect(rotate.code).toBe('integrity');
+        expect((await harness.query('SELECT kek_id FROM store_dek')).map((r) => r.kek_id)).toEqual([kekIdOf(newKek), kekIdOf(newKek)]);
+        expectSameVersion(await (await harness.open(newKek)).readVersion('Patient', 'p1'), writes[1]!);
+      });
+
+      it('fails a read with integrity, naming the compartment, when a data key row names another KEK', async () => {
+        await seedPatients(2);
+        await harness.query("UPDATE store_dek SET kek_id = 'kek-0000000000000000' WHERE owner = 'p1'");
+        const fresh = await harness.open(kek);
+        const err = await rejectionOf(fresh.readVersion('Patient', 'p1'));
+        expect(err.code).toBe('integrity');
+        expect(err.message).toContain('compartment p1');
+        expect(err.message).toContain('kek-0000000000000000');
+        expect((await fresh.readVersion('Patient', 'p0')).id).toBe('p0');
+      });
+
+      it('opens a store written before KEK ids with its KEK and records the id on every key', async () => {
+        const writes = await seedPatients(3);
+        await harness.query('ALTER TABLE store_dek DROP COLUMN kek_id');
+        await harness.query("DELETE FROM store_meta WHERE key = 'kek-id'");
+        expect((await rejectionOf(harness.open(new Uint8Array(randomBytes(32))))).code).toBe('integrity');
+        const reopened = await harness.open(kek);
+        expectSameVersion(await reopened.readVersion('Patient', 'p2'), writes[2]!);
+        expect((await harness.query('SELECT kek_id FROM store_dek ORDER BY owner')).map((r) => r.kek_id)).toEqual(Array(3).fill(kekIdOf(kek)));
+        expect(await recordedKekId()).toBe(kekIdOf(kek));
+        const newKek = new Uint8Array(randomBytes(32));
+        expect((await reopened.rotateKek(newKek)).dataKeysRewrapped).toBe(3);
+        expectSameVersion(await (await harness.open(newKek)).readVersion('Patient', 'p0'), writes[0]!);
       });
 
       it('rejects opening with a KEK that is not the store\'s, or is not 32 bytes', async () => {
         await store.writeVersions([f.make({ id: 'o1' })]);
-        expect((await rejectionOf(harness.open(new Uint8Array(randomBytes(32))))).code).toBe('integrity');
+        const wrong = new Uint8Array(randomBytes(32));
+        const err = await rejectionOf(harness.open(wrong));
+        expect(err.code).toBe('integrity');
+        expect(err.message).toContain(kekIdOf(wrong));
         expect((await rejectionOf(harness.open(new Uint8Array(16)))).code).toBe('invalid');
       });
     });

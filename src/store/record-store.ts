@@ -4,7 +4,9 @@
  *
  * At rest, each version's `salt || content` is sealed with AES-256-GCM under its patient's data key (DEK),
  * with associated data `${resourceType}/${id}/_history/${versionId}`; DEKs (and the one blind-index key)
- * are wrapped by the node's key-encryption key (KEK). In clear the store keeps only what is not PHI:
+ * are wrapped by the node's key-encryption key (KEK), and each wrapped key is stored with the id of the KEK
+ * that wrapped it (`kekIdOf`, crypto), as is the store's own record of its KEK, all changed together by a
+ * rotation. In clear the store keeps only what is not PHI:
  * resource types, server-assigned opaque ids (UUIDs: a FHIR id carries no PHI, so the server never takes
  * an id from content such as an MRN), version ids, `lastUpdated` (server time of the write), the patient
  * compartment owner's id, the deleted flag, the commit status, the ledger tx id and write/erasure times.
@@ -114,10 +116,26 @@ export interface ErasureReport {
 
 /** What a KEK rotation did. */
 export interface RotationReport {
-  /** Wrapped keys re-wrapped (every DEK plus the blind-index key). */
+  /** Data keys (DEKs: one per patient compartment, plus the node-wide one) re-wrapped. */
+  dataKeysRewrapped: number;
+  /** Wrapped keys re-wrapped: every DEK plus the blind-index key. */
   keysRewrapped: number;
+  /** Id of the retired KEK (`kekIdOf`). */
+  fromKekId: string;
+  /** Id of the KEK the store's keys are wrapped under now. */
+  toKekId: string;
   /** As in {@link ErasureReport}: copies wrapped under the old KEK are gone from the files too. */
   residuePurged: boolean;
+}
+
+/** Options of {@link RecordStore.rotateKek}. */
+export interface RotationOptions {
+  /**
+   * Called while keys are re-wrapped, inside the rotation's transaction, with how many of `total` wrapped
+   * keys are done (at least at the start and at the end). If it throws, the rotation rolls back and rejects
+   * with that error: every key stays under the old KEK.
+   */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /**
@@ -127,10 +145,12 @@ export interface RotationReport {
  * `conflict` (a version that already exists; a write into an erased patient's compartment),
  * `integrity` (a ciphertext or wrapped key failed authentication: altered, swapped or under another key;
  * the message names the version, and no data is returned).
- * Opening a store (`open…`/`create…` of each backend) MUST reject with `integrity` a KEK that does not
- * unwrap the store's keys.
+ * Opening a store (`open…`/`create…` of each backend) MUST reject with `integrity` a KEK that is not the
+ * one the store records (by id: the message names both ids) or that does not unwrap the store's keys.
  */
 export interface RecordStore {
+  /** Id (`kekIdOf`) of the KEK this store's keys are wrapped under: the one it was opened or rotated with. */
+  readonly kekId: string;
   /**
    * Seals and writes versions in one transaction: all or none. Each (resourceType, id, versionId) is
    * written once (a duplicate is `conflict`: the optimistic lock of update with If-Match). A committed
@@ -165,10 +185,13 @@ export interface RecordStore {
   /** Deletes one version's ciphertext, salt and index entries; later reads of it are `not-found` ("erased"). */
   eraseVersion(resourceType: string, id: string, versionId: string): Promise<ErasureReport>;
   /**
-   * Re-wraps every DEK and the blind-index key under `newKek` in one transaction, without touching any data
-   * or index row, and uses `newKek` from then on (DESIGN.md §5).
+   * Re-wraps every DEK and the blind-index key under `newKek` and records its id with each, in one
+   * transaction (all keys under the new KEK, or on any failure or crash all under the old one), without
+   * touching any data or index row, and uses `newKek` from then on (DESIGN.md §5). `invalid` when `newKek`
+   * is not 32 bytes or is the current KEK. The blind-index key is re-wrapped, not replaced: changing it would
+   * mean recomputing every index term from the decrypted resources (a reindex), which this does not do.
    */
-  rotateKek(newKek: Uint8Array): Promise<RotationReport>;
+  rotateKek(newKek: Uint8Array, options?: RotationOptions): Promise<RotationReport>;
   /** Ids of current resources of a type matching any of `value` for one parameter (sorted). */
   findByIndex(resourceType: string, param: string, kind: BlindIndexKind, value: string | readonly string[]): Promise<string[]>;
   /** Ids of current resources matching every criterion (intersection; sorted). */

@@ -15,6 +15,16 @@ import type { IndexCriterion, VersionWrite } from './record-store.js';
 export const nodeOwner = '*';
 /** The `store_meta` key of the wrapped blind-index key. */
 export const indexKeyName = 'index-key';
+/**
+ * The `store_meta` key of the id (`kekIdOf`) of the KEK that wraps the blind-index key and every DEK. Each
+ * `store_dek` row also carries the id of its wrapping KEK; a rotation changes all of them in one transaction.
+ */
+export const kekIdName = 'kek-id';
+/**
+ * The `store_dek.kek_id` of rows written before key ids existed: all wrapped under the store's KEK, which is
+ * the KEK that unwraps the blind-index key (an open with it fills in the id).
+ */
+export const legacyKekId = '';
 
 const maxDekCache = 10_000;
 const maxTermCache = 65_536;
@@ -65,6 +75,23 @@ export function unwrapIndexKey(kek: Uint8Array, wrapped: Uint8Array): Uint8Array
   }
 }
 
+/**
+ * Throws `integrity` unless the KEK a store is opened with (`givenId`) is the one it records (`storeId`;
+ * undefined for a store from before key ids, which the index key then decides). Names both ids, never a key.
+ */
+export function requireStoreKek(storeId: string | undefined, givenId: string): void {
+  if (storeId === undefined || storeId === givenId) return;
+  throw new HlError(
+    'integrity',
+    `this record store's keys are wrapped under KEK ${storeId}, not under the KEK given (${givenId}): a retired or wrong key-encryption key`,
+  );
+}
+
+/** Throws `invalid` when a rotation's new KEK is the current one (it would re-wrap under the same key). */
+export function requireNewKek(currentId: string, newId: string): void {
+  if (currentId === newId) throw new HlError('invalid', `the new KEK is the current one (${currentId})`);
+}
+
 /** Re-wraps one wrapped DEK from `oldKek` to `newKek`; `integrity`, naming the compartment, if it does not unwrap. */
 export function rewrapDataKey(oldKek: Uint8Array, newKek: Uint8Array, owner: string, wrapped: Uint8Array): Uint8Array {
   try {
@@ -82,24 +109,25 @@ export class DekCache {
   private readonly entries = new Map<string, { wrapped: Buffer; dek: Uint8Array }>();
 
   /**
-   * The DEK of `owner` from `wrapped` under one of `keks` (tried in order; more than one only while a KEK
-   * rotation is in flight), cached. Throws `integrity`, naming the compartment, when none unwraps it.
+   * The DEK of `owner` from `wrapped`, unwrapped under the KEK its row names (`kekId`, looked up in `keks`,
+   * the KEKs the store holds by id), cached. Throws `integrity`, naming the compartment, when the store does
+   * not hold that KEK or it does not unwrap the key (altered).
    */
-  unwrap(keks: readonly Uint8Array[], owner: string, wrapped: Uint8Array): Uint8Array {
+  unwrap(keks: ReadonlyMap<string, Uint8Array>, owner: string, kekId: string, wrapped: Uint8Array): Uint8Array {
     const hit = this.entries.get(owner);
     if (hit && hit.wrapped.equals(wrapped)) return hit.dek;
-    let dek: Uint8Array | undefined;
-    let failure: unknown;
-    for (const kek of keks) {
-      try {
-        dek = unwrapKey(kek, wrapped);
-        break;
-      } catch (cause) {
-        failure = cause;
-      }
+    const kek = keks.get(kekId);
+    if (kek === undefined) {
+      throw new HlError(
+        'integrity',
+        `the data key of compartment ${owner} is wrapped under KEK ${kekId || '(none recorded)'}, not under this store's KEK ${[...keks.keys()].join(' or ')}`,
+      );
     }
-    if (dek === undefined) {
-      throw new HlError('integrity', `the data key of compartment ${owner} failed to unwrap (altered, or another KEK)`, { cause: failure });
+    let dek: Uint8Array;
+    try {
+      dek = unwrapKey(kek, wrapped);
+    } catch (cause) {
+      throw new HlError('integrity', `the data key of compartment ${owner} failed to unwrap under KEK ${kekId} (altered)`, { cause });
     }
     this.set(owner, wrapped, dek);
     return dek;

@@ -2,7 +2,8 @@
  * The PostgreSQL `RecordStore` (pg), for nodes that keep their records in a PostgreSQL server; its tables
  * are `record_*` and `store_*` (created if absent, in the connection's `search_path` schema), beside the
  * ledger's. Same tables, columns and encryption layout as the SQLite backend (`sealing.ts`): `store_meta`
- * (the wrapped blind-index key), `store_dek` (wrapped DEK per compartment owner, `*` node-wide),
+ * (the wrapped blind-index key and its KEK's id), `store_dek` (wrapped DEK per compartment owner, `*`
+ * node-wide, with its KEK's id),
  * `store_erasure`, `record_version` (ids and flags in clear, `sealed` = AES-256-GCM(DEK, salt || content,
  * aad = type/id/_history/vid), and the version's own blind-index terms while they are indexed),
  * `record_current` and `record_index` (term, seq).
@@ -19,7 +20,9 @@
  *   for the first to commit, then gets `conflict` (or wins if the first rolls back).
  * - Writers hold a shared advisory lock per compartment owner and `erasePatient` an exclusive one, so a write
  *   racing an erasure either lands before it (and is erased) or sees the erasure (`conflict`). Writers also
- *   hold a shared KEK lock that `rotateKek` takes exclusively, so no DEK is wrapped under a retiring KEK.
+ *   hold a shared KEK lock that `rotateKek` takes exclusively, so no DEK is wrapped under a retiring KEK; and
+ *   a store that creates a DEK first checks that the store still names its KEK (another process may have
+ *   rotated it), so no DEK is ever wrapped under a retired KEK either.
  * - Concurrent first writes into one compartment agree on one DEK (`ON CONFLICT` on store_dek).
  * - A superseded version whose successor was made current by a concurrent transaction may keep its index
  *   terms until the resource's next commit (SQLite, single-writer, always drops them at once). They never
@@ -39,14 +42,18 @@
 import pg from 'pg';
 import type { Pool, PoolClient, QueryConfig, QueryResultRow } from 'pg';
 import { HlError, isHlError, systemClock, type Clock } from '../../kernel/index.js';
-import { generateAesKey, wrapKey } from '../../crypto/index.js';
+import { generateAesKey, kekIdOf, wrapKey } from '../../crypto/index.js';
 import { blindIndexTermBytes, type BlindIndexKind } from '../blind-index.js';
 import {
   BlindTermHasher,
   DekCache,
   indexKeyName,
+  kekIdName,
+  legacyKekId,
   nodeOwner,
   openVersion,
+  requireNewKek,
+  requireStoreKek,
   rewrapDataKey,
   sealVersion,
   unwrapIndexKey,
@@ -62,6 +69,7 @@ import type {
   PendingVersion,
   RecordStore,
   ResourceRef,
+  RotationOptions,
   RotationReport,
   StoredVersion,
   VersionWrite,
@@ -69,7 +77,7 @@ import type {
 
 const schema = `
 CREATE TABLE store_meta (key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
-CREATE TABLE store_dek (owner text COLLATE "C" PRIMARY KEY, wrapped bytea NOT NULL);
+CREATE TABLE store_dek (owner text COLLATE "C" PRIMARY KEY, wrapped bytea NOT NULL, kek_id text COLLATE "C" NOT NULL);
 CREATE TABLE store_erasure (owner text COLLATE "C" PRIMARY KEY, erased_ms bigint NOT NULL);
 CREATE TABLE record_version (
   seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -96,11 +104,13 @@ const schemaLockClass = 0x484c5343;
 const ownerLockClass = 0x484c4f57;
 const kekLockClass = 0x484c4b4b;
 const maxAttempts = 5;
+/** Wrapped keys per UPDATE of a rotation (and between two progress reports). */
+const rotationChunk = 250;
 const retryableStates: ReadonlySet<string> = new Set(['40P01', '40001']);
 
-/** Row columns a version read needs, with the wrapped DEK of its owner (null when erased). */
+/** Row columns a version read needs, with the wrapped DEK of its owner and its KEK's id (null when erased). */
 const versionColumns = `v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.owner, v.status,
-  v.tx_id, v.sealed, d.wrapped`;
+  v.tx_id, v.sealed, d.wrapped, d.kek_id`;
 const dekJoin = `LEFT JOIN store_dek d ON d.owner = coalesce(v.owner, '${nodeOwner}')`;
 
 /**
@@ -127,9 +137,10 @@ function dropTermsSql(where: string): string {
 }
 
 const sql = {
-  insertDeks: `INSERT INTO store_dek (owner, wrapped) SELECT * FROM unnest($1::text[], $2::bytea[])
+  insertDeks: `INSERT INTO store_dek (owner, wrapped, kek_id) SELECT u.owner, u.wrapped, $3 FROM unnest($1::text[], $2::bytea[]) AS u(owner, wrapped)
     ON CONFLICT (owner) DO NOTHING RETURNING owner`,
-  deksByOwner: 'SELECT owner, wrapped FROM store_dek WHERE owner = ANY($1::text[])',
+  deksByOwner: 'SELECT owner, wrapped, kek_id FROM store_dek WHERE owner = ANY($1::text[])',
+  getMeta: 'SELECT value FROM store_meta WHERE key = $1',
   // Ciphertexts and terms travel as one binary blob each (pg sends a Buffer parameter in binary, but an
   // array of them as hex text), cut apart by offset and length; the version's terms also fill record_index.
   insertVersions: `WITH u AS (
@@ -199,8 +210,8 @@ const sql = {
   seqByVid: `SELECT seq, sealed IS NULL AS erased FROM record_version WHERE resource_type = $1 AND id = $2 AND version_id = $3`,
   eraseVersion: 'UPDATE record_version SET sealed = NULL, erased_ms = $1 WHERE seq = $2 AND sealed IS NOT NULL',
   lockKekExclusive: `SELECT pg_advisory_xact_lock(${kekLockClass}, 0)`,
-  allDeks: 'SELECT owner, wrapped FROM store_dek ORDER BY owner FOR UPDATE',
-  updateDeks: `UPDATE store_dek d SET wrapped = u.wrapped FROM unnest($1::text[], $2::bytea[]) AS u(owner, wrapped)
+  allDeks: 'SELECT owner, wrapped, kek_id FROM store_dek ORDER BY owner FOR UPDATE',
+  updateDeks: `UPDATE store_dek d SET wrapped = u.wrapped, kek_id = $3 FROM unnest($1::text[], $2::bytea[]) AS u(owner, wrapped)
     WHERE d.owner = u.owner`,
   getMetaForUpdate: 'SELECT value FROM store_meta WHERE key = $1 FOR UPDATE',
   updateMeta: 'UPDATE store_meta SET value = $1 WHERE key = $2',
@@ -236,6 +247,7 @@ interface VersionRow {
   tx_id: string | null;
   sealed: Buffer | null;
   wrapped: Buffer | null;
+  kek_id: string | null;
 }
 
 /** A version that just became committed (written committed, or marked), as a candidate for current. */
@@ -246,10 +258,11 @@ interface CommittedRow {
   deleted: boolean;
 }
 
-/** A compartment owner of a batch, with its wrapped DEK (null if none) and whether it was erased. */
+/** A compartment owner of a batch, with its wrapped DEK and its KEK's id (null if none) and whether it was erased. */
 interface OwnerDekRow {
   owner: string;
   wrapped: Buffer | null;
+  kek_id: string | null;
   erased: boolean;
 }
 
@@ -288,8 +301,10 @@ export class PostgresRecordStore implements RecordStore {
   private readonly pool: Pool;
   private readonly ownsPool: boolean;
   private readonly clock: Clock;
-  /** The KEK first; during a rotation's commit also the other one, so reads never see a half-switched store. */
-  private keks: Uint8Array[];
+  /** The KEKs this store holds, by id: its KEK, and during a rotation's commit also the new one. */
+  private keks: Map<string, Uint8Array>;
+  /** Id of the KEK that wraps the store's keys (the new one from the moment a rotation commits). */
+  private currentKekId: string;
   /** Counts completed KEK rotations (see {@link readRows}). */
   private kekEpoch = 0;
   private readonly terms: BlindTermHasher;
@@ -298,7 +313,8 @@ export class PostgresRecordStore implements RecordStore {
   private constructor(pool: Pool, ownsPool: boolean, kek: Uint8Array, indexKey: Uint8Array, clock: Clock) {
     this.pool = pool;
     this.ownsPool = ownsPool;
-    this.keks = [kek];
+    this.currentKekId = kekIdOf(kek);
+    this.keks = new Map([[this.currentKekId, kek]]);
     this.terms = new BlindTermHasher(indexKey);
     this.clock = clock;
   }
@@ -307,6 +323,7 @@ export class PostgresRecordStore implements RecordStore {
   static async open(options: PostgresRecordStoreOptions): Promise<PostgresRecordStore> {
     requireKek(options.kek);
     const kek = new Uint8Array(options.kek);
+    const kekId = kekIdOf(kek);
     const ownsPool = options.pool === undefined;
     let pool: Pool;
     if (options.pool !== undefined) pool = options.pool;
@@ -322,18 +339,50 @@ export class PostgresRecordStore implements RecordStore {
         await c.query(`SELECT pg_advisory_xact_lock(${schemaLockClass}, 0)`);
         const exists = await c.query<{ ok: boolean }>("SELECT to_regclass('record_version') IS NOT NULL AS ok");
         if (exists.rows[0]?.ok !== true) await c.query(schema);
+        // Stores from before key ids: add the column (checked first: ALTER TABLE would lock the table even
+        // as a no-op); the rows get their id below.
+        const hasKekIds = await c.query("SELECT 1 FROM pg_attribute WHERE attrelid = 'store_dek'::regclass AND attname = 'kek_id'");
+        if (hasKekIds.rowCount === 0) {
+          await c.query(`ALTER TABLE store_dek ADD COLUMN kek_id text COLLATE "C" NOT NULL DEFAULT '${legacyKekId}'`);
+        }
+        const recorded = await c.query<{ value: Buffer }>(sql.getMeta, [kekIdName]);
+        const recordedId = recorded.rows[0]?.value.toString('utf8');
+        requireStoreKek(recordedId, kekId);
         await c.query('INSERT INTO store_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [
           indexKeyName,
           Buffer.from(wrapKey(kek, generateAesKey())),
         ]);
-        const wrapped = await c.query<{ value: Buffer }>('SELECT value FROM store_meta WHERE key = $1', [indexKeyName]);
-        return unwrapIndexKey(kek, wrapped.rows[0]!.value);
+        const wrapped = await c.query<{ value: Buffer }>(sql.getMeta, [indexKeyName]);
+        const indexKey = unwrapIndexKey(kek, wrapped.rows[0]!.value);
+        if (recordedId === undefined) {
+          await c.query('INSERT INTO store_meta (key, value) VALUES ($1, $2)', [kekIdName, Buffer.from(kekId, 'utf8')]);
+          await c.query(`UPDATE store_dek SET kek_id = $1 WHERE kek_id = '${legacyKekId}'`, [kekId]);
+        }
+        return indexKey;
       });
       return new PostgresRecordStore(pool, ownsPool, kek, indexKey, options.clock ?? systemClock);
     } catch (err) {
       if (ownsPool) await pool.end().catch(() => undefined);
       throw err;
     }
+  }
+
+  get kekId(): string {
+    return this.currentKekId;
+  }
+
+  /**
+   * The KEK the store names (as `c` sees it), by id; `integrity` when this store object does not hold it:
+   * another process rotated the KEK since this one opened the store. (While this object's own rotation
+   * commits, it holds both KEKs, and the store names whichever one `c` sees.)
+   */
+  private async storeKek(c: Queryable): Promise<{ id: string; kek: Uint8Array }> {
+    const [row] = await this.query<{ value: Buffer }>(c, 'getMeta', [kekIdName]);
+    const id = row?.value.toString('utf8');
+    if (id === undefined) throw new HlError('integrity', 'this record store records no KEK id');
+    const kek = this.keks.get(id);
+    if (kek === undefined) requireStoreKek(id, this.currentKekId);
+    return { id, kek: kek! };
   }
 
   /** Ends the pool if the store made it (from a connection string); a pool passed in is left open. */
@@ -361,18 +410,24 @@ export class PostgresRecordStore implements RecordStore {
     const deks = new Map<string, Uint8Array>();
     const missing: string[] = [];
     for (const r of rows) {
-      if (r.wrapped !== null) deks.set(r.owner, Uint8Array.from(this.dekCache.unwrap(this.keks, r.owner, r.wrapped)));
+      if (r.wrapped !== null) deks.set(r.owner, Uint8Array.from(this.dekCache.unwrap(this.keks, r.owner, r.kek_id ?? legacyKekId, r.wrapped)));
       else if (r.erased && r.owner !== nodeOwner) {
         throw new HlError('conflict', `Patient/${r.owner} was erased; its compartment takes no new versions`);
       } else missing.push(r.owner);
     }
     if (missing.length === 0) return deks;
-    // The prologue holds the shared KEK lock, so no rotation is in flight: keks[0] wraps the store's keys.
+    // The prologue holds the shared KEK lock, so no rotation is in flight; but another process may have
+    // rotated the KEK since this store was opened, and a new DEK must be wrapped under the store's KEK.
+    const { id: kekId, kek } = await this.storeKek(c);
     const fresh = missing.map((owner) => {
       const dek = generateAesKey();
-      return { owner, dek, wrapped: Buffer.from(wrapKey(this.keks[0]!, dek)) };
+      return { owner, dek, wrapped: Buffer.from(wrapKey(kek, dek)) };
     });
-    const inserted = await this.query<{ owner: string }>(c, 'insertDeks', [fresh.map((f) => f.owner), fresh.map((f) => f.wrapped)]);
+    const inserted = await this.query<{ owner: string }>(c, 'insertDeks', [
+      fresh.map((f) => f.owner),
+      fresh.map((f) => f.wrapped),
+      kekId,
+    ]);
     const won = new Set(inserted.map((r) => r.owner));
     for (const f of fresh) {
       if (!won.has(f.owner)) continue;
@@ -382,8 +437,8 @@ export class PostgresRecordStore implements RecordStore {
     const lost = fresh.filter((f) => !won.has(f.owner)).map((f) => f.owner);
     if (lost.length > 0) {
       // A concurrent first write into the same compartment committed its DEK first: use that one.
-      for (const r of await this.query<{ owner: string; wrapped: Buffer }>(c, 'deksByOwner', [lost])) {
-        deks.set(r.owner, Uint8Array.from(this.dekCache.unwrap(this.keks, r.owner, r.wrapped)));
+      for (const r of await this.query<{ owner: string; wrapped: Buffer; kek_id: string }>(c, 'deksByOwner', [lost])) {
+        deks.set(r.owner, Uint8Array.from(this.dekCache.unwrap(this.keks, r.owner, r.kek_id, r.wrapped)));
       }
     }
     return deks;
@@ -419,7 +474,7 @@ export class PostgresRecordStore implements RecordStore {
     if (row.status === statusPending) throw new HlError('not-found', `${ref} is not committed`);
     if (row.sealed === null) throw new HlError('not-found', `${ref} was erased`);
     if (row.wrapped === null) throw new HlError('integrity', `${ref} has no data key (its compartment's key is missing)`);
-    const dek = this.dekCache.unwrap(this.keks, row.owner ?? nodeOwner, row.wrapped);
+    const dek = this.dekCache.unwrap(this.keks, row.owner ?? nodeOwner, row.kek_id ?? legacyKekId, row.wrapped);
     const { salt, content } = openVersion(dek, row.sealed, row.resource_type, row.id, row.version_id);
     return {
       resourceType: row.resource_type,
@@ -628,34 +683,50 @@ export class PostgresRecordStore implements RecordStore {
     return { versionsErased, residuePurged: false };
   }
 
-  async rotateKek(newKek: Uint8Array): Promise<RotationReport> {
+  async rotateKek(newKek: Uint8Array, options: RotationOptions = {}): Promise<RotationReport> {
     requireKek(newKek);
     const next = new Uint8Array(newKek);
-    const old = this.keks[0]!;
-    let keysRewrapped: number;
+    const fromKekId = this.currentKekId;
+    const toKekId = kekIdOf(next);
+    requireNewKek(fromKekId, toKekId);
+    const old = this.keks.get(fromKekId)!;
+    let dataKeysRewrapped: number;
     try {
-      keysRewrapped = await this.transaction(async (c) => {
+      dataKeysRewrapped = await this.transaction(async (c) => {
         // Waits for DEK creations in flight (they hold the shared lock) and blocks new ones until commit.
         await this.query(c, 'lockKekExclusive');
-        const rows = await this.query<{ owner: string; wrapped: Buffer }>(c, 'allDeks');
-        const rewrapped = rows.map((r) => Buffer.from(rewrapDataKey(old, next, r.owner, r.wrapped)));
-        if (rows.length > 0) await this.query(c, 'updateDeks', [rows.map((r) => r.owner), rewrapped]);
+        requireStoreKek((await this.storeKek(c)).id, fromKekId);
+        const rows = await this.query<{ owner: string; wrapped: Buffer; kek_id: string }>(c, 'allDeks');
+        const total = rows.length + 1;
+        options.onProgress?.(0, total);
+        for (let at = 0; at < rows.length; at += rotationChunk) {
+          const chunk = rows.slice(at, at + rotationChunk);
+          const rewrapped = chunk.map((r) => {
+            requireStoreKek(r.kek_id, fromKekId);
+            return Buffer.from(rewrapDataKey(old, next, r.owner, r.wrapped));
+          });
+          await this.query(c, 'updateDeks', [chunk.map((r) => r.owner), rewrapped, toKekId]);
+          options.onProgress?.(at + chunk.length, total);
+        }
         const [meta] = await this.query<{ value: Buffer }>(c, 'getMetaForUpdate', [indexKeyName]);
         await this.query(c, 'updateMeta', [Buffer.from(rewrapDataKey(old, next, indexKeyName, meta!.value)), indexKeyName]);
-        // From here on, reads may see either wrapping (the commit is in flight) and new DEKs use the new KEK.
-        this.keks = [next, old];
-        return rows.length + 1;
+        await this.query(c, 'updateMeta', [Buffer.from(toKekId, 'utf8'), kekIdName]);
+        options.onProgress?.(total, total);
+        // From here on, reads may see either wrapping (the commit is in flight; each row names its KEK).
+        this.keks = new Map([[fromKekId, old], [toKekId, next]]);
+        return rows.length;
       });
     } catch (err) {
-      this.keks = [old];
+      this.keks = new Map([[fromKekId, old]]);
       throw err;
     }
-    this.keks = [next];
+    this.keks = new Map([[toKekId, next]]);
+    this.currentKekId = toKekId;
     this.kekEpoch++;
     old.fill(0);
     // Cached DEKs are unchanged; their wrapped bytes are not, so drop the stale entries.
     this.dekCache.clear();
-    return { keysRewrapped, residuePurged: false };
+    return { dataKeysRewrapped, keysRewrapped: dataKeysRewrapped + 1, fromKekId, toKekId, residuePurged: false };
   }
 
   async findByIndex(resourceType: string, param: string, kind: BlindIndexKind, value: string | readonly string[]): Promise<string[]> {
@@ -702,7 +773,7 @@ function writePrologue(owners: readonly string[]): string {
   const values = `(VALUES ${literals.join(', ')}) AS w(owner)`;
   return `SELECT pg_advisory_xact_lock_shared(${kekLockClass}, 0);
     SELECT pg_advisory_xact_lock_shared(${ownerLockClass}, hashtext(w.owner)) FROM ${values};
-    SELECT w.owner, d.wrapped, e.owner IS NOT NULL AS erased FROM ${values}
+    SELECT w.owner, d.wrapped, d.kek_id, e.owner IS NOT NULL AS erased FROM ${values}
       LEFT JOIN store_dek d ON d.owner = w.owner LEFT JOIN store_erasure e ON e.owner = w.owner`;
 }
 

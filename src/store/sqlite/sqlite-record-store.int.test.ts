@@ -32,6 +32,12 @@ async function openHarness(): Promise<SqliteHarness> {
     file,
     dir,
     open: async (kek, options) => openSqliteRecordStore({ db, kek, clock: options?.clock }),
+    query: async (sql) => {
+      const statement = db.prepare(sql);
+      if (statement.reader) return statement.all() as Record<string, unknown>[];
+      statement.run();
+      return [];
+    },
     close: async () => {
       db.close();
       rmSync(dir, { recursive: true, force: true });
@@ -179,7 +185,7 @@ describe('SqliteRecordStore at rest', () => {
     const dataBefore = dataRows();
     const keysBefore = keyRows();
     const newKek = new Uint8Array(randomBytes(32));
-    expect(await store.rotateKek(newKek)).toEqual({ keysRewrapped: 3, residuePurged: true });
+    expect(await store.rotateKek(newKek)).toMatchObject({ keysRewrapped: 3, residuePurged: true });
     expect(dataRows()).toBe(dataBefore);
     const keysAfter = keyRows();
     keysAfter.forEach((k, i) => expect(k.equals(keysBefore[i]!)).toBe(false));

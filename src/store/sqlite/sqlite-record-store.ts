@@ -2,8 +2,8 @@
  * The SQLite `RecordStore` (better-sqlite3), sharing the node's one database file with the ledger tables
  * (`ledger_*`, `merkle_node`); its own tables are `record_*` and `store_*`.
  *
- * Tables: `store_meta` (the wrapped blind-index key), `store_dek` (wrapped DEK per compartment owner; `*` is
- * the node-wide DEK), `store_erasure` (erased patients), `record_version` (one row per version: ids,
+ * Tables: `store_meta` (the wrapped blind-index key and the id of the KEK that wraps it), `store_dek` (wrapped
+ * DEK per compartment owner, with the id of its KEK; `*` is the node-wide DEK), `store_erasure` (erased patients), `record_version` (one row per version: ids,
  * timestamps, flags in clear; `sealed` = AES-256-GCM(DEK, salt || content, aad = type/id/_history/vid)),
  * `record_current` (each resource's newest committed version) and `record_index` (blind-index terms per
  * version row; a term matches only through the current version, so pending and superseded versions never
@@ -21,14 +21,18 @@
  */
 import type Database from 'better-sqlite3';
 import { HlError, systemClock, type Clock } from '../../kernel/index.js';
-import { generateAesKey, rewrapKey, wrapKey } from '../../crypto/index.js';
+import { generateAesKey, kekIdOf, wrapKey } from '../../crypto/index.js';
 import { blindIndexTermBytes, type BlindIndexKind } from '../blind-index.js';
 import {
   BlindTermHasher,
   DekCache,
   indexKeyName,
+  kekIdName,
+  legacyKekId,
   nodeOwner,
   openVersion,
+  requireNewKek,
+  requireStoreKek,
   rewrapDataKey,
   sealVersion,
   unwrapIndexKey,
@@ -44,6 +48,7 @@ import type {
   PendingVersion,
   RecordStore,
   ResourceRef,
+  RotationOptions,
   RotationReport,
   StoredVersion,
   VersionWrite,
@@ -51,7 +56,7 @@ import type {
 
 const schema = `
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS store_dek (owner TEXT PRIMARY KEY, wrapped BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS store_dek (owner TEXT PRIMARY KEY, wrapped BLOB NOT NULL, kek_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS store_erasure (owner TEXT PRIMARY KEY, erased_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS record_version (
   seq INTEGER PRIMARY KEY,
@@ -71,9 +76,11 @@ CREATE TABLE IF NOT EXISTS record_index (term BLOB NOT NULL, seq INTEGER NOT NUL
 
 const statusPending = 0;
 const statusCommitted = 1;
-/** Row columns a version read needs, with the wrapped DEK of its owner (null when erased). */
+/** Row columns a version read needs, with the wrapped DEK of its owner and its KEK's id (null when erased). */
 const versionColumns = `v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.owner, v.status,
-  v.tx_id, v.sealed, v.erased_ms, d.wrapped`;
+  v.tx_id, v.sealed, v.erased_ms, d.wrapped, d.kek_id`;
+/** How many keys a rotation re-wraps between two progress reports. */
+const progressEvery = 250;
 const dekJoin = `LEFT JOIN store_dek d ON d.owner = ifnull(v.owner, '${nodeOwner}')`;
 
 interface VersionRow {
@@ -89,6 +96,7 @@ interface VersionRow {
   sealed: Buffer | null;
   erased_ms: number | null;
   wrapped: Buffer | null;
+  kek_id: string | null;
 }
 
 interface PendingRow {
@@ -115,7 +123,9 @@ export interface SqliteRecordStoreOptions {
 export class SqliteRecordStore implements RecordStore {
   private readonly db: Database.Database;
   private readonly clock: Clock;
-  private kek: Uint8Array;
+  /** The store's KEK, by id (one entry: SQLite rotates inside one synchronous transaction). */
+  private keks: Map<string, Uint8Array>;
+  private currentKekId: string;
   private readonly terms: BlindTermHasher;
   /** Unwrapped DEKs by owner, with the wrapped bytes they came from (a changed or missing row misses the cache). */
   private readonly dekCache = new DekCache();
@@ -127,7 +137,7 @@ export class SqliteRecordStore implements RecordStore {
     dropPending: (rows: readonly { seq: number }[]) => void;
     erasePatient: (patient: string) => number;
     eraseVersion: (seq: number) => void;
-    rotate: (newKek: Uint8Array) => number;
+    rotate: (newKek: Uint8Array, newKekId: string, onProgress: RotationOptions['onProgress']) => number;
   };
 
   constructor(options: SqliteRecordStoreOptions) {
@@ -135,19 +145,26 @@ export class SqliteRecordStore implements RecordStore {
     const db = options.db;
     this.db = db;
     this.clock = options.clock ?? systemClock;
-    this.kek = new Uint8Array(options.kek);
+    const kek = new Uint8Array(options.kek);
+    this.currentKekId = kekIdOf(kek);
+    this.keks = new Map([[this.currentKekId, kek]]);
     db.pragma('journal_mode = WAL');
     db.pragma('secure_delete = ON');
     db.exec(schema);
+    // Stores from before key ids: add the column; the open below fills it in.
+    const deksHaveKekIds = (db.prepare('PRAGMA table_info(store_dek)').all() as { name: string }[]).some((c) => c.name === 'kek_id');
+    if (!deksHaveKekIds) db.exec(`ALTER TABLE store_dek ADD COLUMN kek_id TEXT NOT NULL DEFAULT '${legacyKekId}'`);
     const q = (sql: string): Database.Statement => db.prepare(sql);
     this.stmts = {
       getMeta: q('SELECT value FROM store_meta WHERE key = ?').pluck(),
       insertMeta: q('INSERT OR IGNORE INTO store_meta (key, value) VALUES (?, ?)'),
       updateMeta: q('UPDATE store_meta SET value = ? WHERE key = ?'),
-      dek: q('SELECT wrapped FROM store_dek WHERE owner = ?').pluck(),
-      allDeks: q('SELECT owner, wrapped FROM store_dek'),
-      insertDek: q('INSERT INTO store_dek (owner, wrapped) VALUES (?, ?)'),
-      updateDek: q('UPDATE store_dek SET wrapped = ? WHERE owner = ?'),
+      dek: q('SELECT wrapped, kek_id FROM store_dek WHERE owner = ?'),
+      allDeks: q('SELECT owner, wrapped, kek_id FROM store_dek ORDER BY owner'),
+      countDeks: q('SELECT count(*) FROM store_dek').pluck(),
+      insertDek: q('INSERT INTO store_dek (owner, wrapped, kek_id) VALUES (?, ?, ?)'),
+      updateDek: q('UPDATE store_dek SET wrapped = ?, kek_id = ? WHERE owner = ?'),
+      setLegacyKekIds: q(`UPDATE store_dek SET kek_id = ? WHERE kek_id = '${legacyKekId}'`),
       deleteDek: q('DELETE FROM store_dek WHERE owner = ?'),
       isErased: q('SELECT 1 FROM store_erasure WHERE owner = ?').pluck(),
       insertErasure: q('INSERT OR IGNORE INTO store_erasure (owner, erased_ms) VALUES (?, ?)'),
@@ -188,7 +205,7 @@ export class SqliteRecordStore implements RecordStore {
       compartment: q(`SELECT c.resource_type, c.id FROM record_version v JOIN record_current c ON c.seq = v.seq
         WHERE v.owner = ? AND c.deleted = 0 AND v.sealed IS NOT NULL ORDER BY c.resource_type, c.id`),
     };
-    this.terms = new BlindTermHasher(this.loadIndexKey());
+    this.terms = new BlindTermHasher(db.transaction(() => this.loadIndexKey())());
     this.tx = {
       write: db.transaction((versions: readonly VersionWrite[]) => {
         for (const v of versions) this.writeOne(v);
@@ -212,32 +229,65 @@ export class SqliteRecordStore implements RecordStore {
         this.dropTerms(seq);
         this.stmts.eraseVersion.run(this.clock.nowMs(), seq);
       }),
-      rotate: db.transaction((newKek: Uint8Array) => {
-        const rows = this.stmts.allDeks.all() as { owner: string; wrapped: Buffer }[];
-        for (const r of rows) this.stmts.updateDek.run(rewrapDataKey(this.kek, newKek, r.owner, r.wrapped), r.owner);
+      rotate: db.transaction((newKek: Uint8Array, newKekId: string, onProgress: RotationOptions['onProgress']) => {
+        const oldKek = this.kek();
+        // A store object opened before another one on this database rotated it holds a retired KEK.
+        requireStoreKek(this.stmts.getMeta.get(kekIdName) as string, this.currentKekId);
+        const total = (this.stmts.countDeks.get() as number) + 1;
+        onProgress?.(0, total);
+        let done = 0;
+        for (const r of this.stmts.allDeks.all() as { owner: string; wrapped: Buffer; kek_id: string }[]) {
+          requireStoreKek(r.kek_id, this.currentKekId);
+          this.stmts.updateDek.run(rewrapDataKey(oldKek, newKek, r.owner, r.wrapped), newKekId, r.owner);
+          if (++done % progressEvery === 0) onProgress?.(done, total);
+        }
         const wrappedIndexKey = this.stmts.getMeta.get(indexKeyName) as Buffer;
-        this.stmts.updateMeta.run(rewrapKey(this.kek, newKek, wrappedIndexKey), indexKeyName);
-        return rows.length + 1;
+        this.stmts.updateMeta.run(rewrapDataKey(oldKek, newKek, indexKeyName, wrappedIndexKey), indexKeyName);
+        this.stmts.updateMeta.run(newKekId, kekIdName);
+        onProgress?.(total, total);
+        return done;
       }),
     };
   }
 
-  /** Unwraps the blind-index key, creating it on first use. */
+  /** The current KEK. */
+  private kek(): Uint8Array {
+    return this.keks.get(this.currentKekId)!;
+  }
+
+  get kekId(): string {
+    return this.currentKekId;
+  }
+
+  /**
+   * Checks that the KEK is the store's (by id, then by unwrapping) and unwraps the blind-index key, creating
+   * it and recording the KEK's id on first use; a store from before key ids gets them here. In a transaction.
+   */
   private loadIndexKey(): Uint8Array {
-    this.stmts.insertMeta.run(indexKeyName, wrapKey(this.kek, generateAesKey()));
-    return unwrapIndexKey(this.kek, this.stmts.getMeta.get(indexKeyName) as Buffer);
+    const kek = this.kek();
+    const recorded = this.stmts.getMeta.get(kekIdName) as string | undefined;
+    requireStoreKek(recorded, this.currentKekId);
+    this.stmts.insertMeta.run(indexKeyName, wrapKey(kek, generateAesKey()));
+    const indexKey = unwrapIndexKey(kek, this.stmts.getMeta.get(indexKeyName) as Buffer);
+    if (recorded === undefined) {
+      this.stmts.insertMeta.run(kekIdName, this.currentKekId);
+      this.stmts.setLegacyKekIds.run(this.currentKekId);
+    }
+    return indexKey;
   }
 
   /** The DEK for a write into `owner`'s compartment, created (and wrapped) if this is its first version. */
   private dekForWrite(owner: string): Uint8Array {
-    const wrapped = this.stmts.dek.get(owner) as Buffer | undefined;
-    if (wrapped !== undefined) return this.dekCache.unwrap([this.kek], owner, wrapped);
+    const row = this.stmts.dek.get(owner) as { wrapped: Buffer; kek_id: string } | undefined;
+    if (row !== undefined) return this.dekCache.unwrap(this.keks, owner, row.kek_id, row.wrapped);
     if (owner !== nodeOwner && this.stmts.isErased.get(owner) !== undefined) {
       throw new HlError('conflict', `Patient/${owner} was erased; its compartment takes no new versions`);
     }
+    // Never wrap a new DEK under a KEK the store no longer names (another store object rotated it).
+    requireStoreKek(this.stmts.getMeta.get(kekIdName) as string, this.currentKekId);
     const dek = generateAesKey();
-    const newWrapped = Buffer.from(wrapKey(this.kek, dek));
-    this.stmts.insertDek.run(owner, newWrapped);
+    const newWrapped = Buffer.from(wrapKey(this.kek(), dek));
+    this.stmts.insertDek.run(owner, newWrapped, this.currentKekId);
     this.dekCache.set(owner, newWrapped, dek);
     return dek;
   }
@@ -315,7 +365,7 @@ export class SqliteRecordStore implements RecordStore {
     if (row.status === statusPending) throw new HlError('not-found', `${ref} is not committed`);
     if (row.sealed === null) throw new HlError('not-found', `${ref} was erased`);
     if (row.wrapped === null) throw new HlError('integrity', `${ref} has no data key (its compartment's key is missing)`);
-    const dek = this.dekCache.unwrap([this.kek], row.owner ?? nodeOwner, row.wrapped);
+    const dek = this.dekCache.unwrap(this.keks, row.owner ?? nodeOwner, row.kek_id ?? legacyKekId, row.wrapped);
     const { salt, content } = openVersion(dek, row.sealed, row.resource_type, row.id, row.version_id);
     return {
       resourceType: row.resource_type,
@@ -439,15 +489,19 @@ export class SqliteRecordStore implements RecordStore {
     return { versionsErased: 1, residuePurged: this.checkpointLog() };
   }
 
-  async rotateKek(newKek: Uint8Array): Promise<RotationReport> {
+  async rotateKek(newKek: Uint8Array, options: RotationOptions = {}): Promise<RotationReport> {
     requireKek(newKek);
     const next = new Uint8Array(newKek);
-    const keysRewrapped = this.tx.rotate(next);
-    this.kek.fill(0);
-    this.kek = next;
+    const fromKekId = this.currentKekId;
+    const toKekId = kekIdOf(next);
+    requireNewKek(fromKekId, toKekId);
+    const dataKeysRewrapped = this.tx.rotate(next, toKekId, options.onProgress);
+    this.kek().fill(0);
+    this.keks = new Map([[toKekId, next]]);
+    this.currentKekId = toKekId;
     // Cached DEKs are unchanged; their wrapped bytes are not, so drop the stale entries.
     this.dekCache.clear();
-    return { keysRewrapped, residuePurged: this.checkpointLog() };
+    return { dataKeysRewrapped, keysRewrapped: dataKeysRewrapped + 1, fromKekId, toKekId, residuePurged: this.checkpointLog() };
   }
 
   async findByIndex(resourceType: string, param: string, kind: BlindIndexKind, value: string | readonly string[]): Promise<string[]> {
