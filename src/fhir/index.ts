@@ -21,7 +21,6 @@ export { isResourceType, resourceTypes, type ResourceType } from './resource-typ
 export { validateResource, type FhirIssue } from './validate.js';
 export {
   matchesSearch,
-  maxCriterionValues,
   planSearch,
   referencesOf,
   searchCapabilitiesOf,

@@ -115,8 +115,6 @@ const modifiersByType: Record<string, ReadonlySet<string>> = {
   quantity: new Set(['missing']),
   uri: new Set(['below', 'above', 'missing']),
 };
-/** Reference criteria with more values than this are not used to narrow candidates (SQLite's variable limit); they are still matched exactly. */
-export const maxCriterionValues = 5000;
 
 /** Splits an expression at its top-level `|` (not inside parentheses or quotes). */
 function unionBranches(expression: string): string[] {
@@ -355,8 +353,8 @@ function compileFilter(f: Filter, sp: SearchParameter, options: PlanOptions): Co
         return wants.some((w) => (w.endsWith('|') && w.length > 1 ? have.some((t) => t.startsWith(w) && t.length > w.length) : have.includes(w)));
       };
       if (op === 'not') return { matcher: (r) => !matches(r), criterion: null };
-      const indexable = code !== '_id' && values.every((v) => !v.endsWith('|'));
-      return { matcher: matches, criterion: indexable ? { param: code, kind: 'token', value: values } : null };
+      const indexable = code !== '_id' && wants.every((w) => !w.endsWith('|'));
+      return { matcher: matches, criterion: indexable ? { param: code, kind: 'token', value: wants } : null };
     }
     case 'reference': {
       const targets = (sp.target ?? []) as string[];
@@ -545,7 +543,7 @@ export function planSearch(resourceType: string, query: URLSearchParams, options
     const [code, modifier, ...rest] = key.split(':') as [string, string | undefined, ...string[]];
     if (unsupportedParams.has(code)) throw new HlError('invalid', `search parameter "${code}" is not supported yet`);
     if (resultParams.has(code)) {
-      if (modifier === 'iterate') throw new HlError('invalid', `${code}:iterate is not supported yet`);
+      if (modifier === 'iterate' && (code === '_include' || code === '_revinclude')) throw new HlError('invalid', `${code}:iterate is not supported yet`);
       if (modifier !== undefined) throw new HlError('invalid', `search parameter "${code}" takes no modifier`);
       continue;
     }

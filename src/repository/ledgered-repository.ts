@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import jsonPatch from 'fast-json-patch';
 import { HlError, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
-import { matchesSearch, maxCriterionValues, planSearch, referencesOf, searchIndexOf, sortMatches, type SearchPlan } from '../fhir/index.js';
+import { matchesSearch, planSearch, referencesOf, searchIndexOf, sortMatches, type SearchPlan } from '../fhir/index.js';
 import { parseTx, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
 
 /** A FHIR resource as JSON. */
@@ -119,6 +119,12 @@ export interface SearchResult {
   /** The parsed search: paging, `_summary`, `_elements`, `_total`. */
   plan: SearchPlan;
 }
+
+/**
+ * A chained search whose inner search finds more targets than this does not narrow the outer candidates by
+ * the blind index (one bound variable per value; SQLite allows 32,766); the exact check still applies.
+ */
+const maxCriterionValues = 5000;
 
 /** Most resources `_include`/`_revinclude` may add to one page. */
 const maxIncluded = 5000;
