@@ -33,4 +33,4 @@ export {
   type SearchPlan,
   type SortRule,
 } from './search.js';
-export { subsetResource, subsettedTag, summaryModes, type SummaryMode } from './summary.js';
+export { subsetResource, type SummaryMode } from './summary.js';

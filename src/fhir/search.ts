@@ -432,7 +432,7 @@ function searchPrefix(code: string, op: string): Prefix {
 }
 
 /** The reference search parameters of a type (for `*` in `_include`/`_revinclude` and the CapabilityStatement). */
-export function referenceParamsOf(resourceType: string): SearchParameter[] {
+function referenceParamsOf(resourceType: string): SearchParameter[] {
   loadDefinitions();
   return Object.values(getSearchParameters(resourceType) ?? {}).filter((sp) => sp.type === 'reference' && sp.code !== '_compartment' && expressionFor(resourceType, sp) !== null);
 }
