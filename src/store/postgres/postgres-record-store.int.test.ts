@@ -143,8 +143,9 @@ describe('PostgresRecordStore at rest and under concurrency', () => {
   it('fails a read with integrity, naming the version and returning nothing, when one ciphertext byte is flipped', async () => {
     await store.writeVersions([f.make({ id: 'o1', body: { note: [{ text: 'secret note' }] } }), f.make({ id: 'o2' })]);
     await h.sql("UPDATE record_version SET sealed = set_byte(sealed, 40, get_byte(sealed, 40) # 1) WHERE id = 'o1'");
-    for (const read of [store.readVersion('Observation', 'o1'), store.readVersion('Observation', 'o1', '1'), store.historySystem()]) {
-      const err = await rejectionOf(read);
+    // Each read starts only when awaited: a rejection that settles before its handler is attached is an unhandled rejection.
+    for (const read of [() => store.readVersion('Observation', 'o1'), () => store.readVersion('Observation', 'o1', '1'), () => store.historySystem()]) {
+      const err = await rejectionOf(read());
       expect(err.code).toBe('integrity');
       expect(err.message).toContain('Observation/o1/_history/1');
       expect(err.message).not.toContain('secret');
