@@ -1,7 +1,10 @@
 /**
  * The CapabilityStatement at /fhir/metadata (http://hl7.org/fhir/R4/capabilitystatement.html). Truthful:
- * it lists exactly the interactions this server implements today, for every R4 resource type.
+ * it lists exactly the interactions this server implements today, for every R4 resource type, with the
+ * search parameters and `_include`/`_revinclude` values its search accepts (from the fhir module's search
+ * planner, so the two cannot drift apart).
  */
+import { searchCapabilitiesOf } from '../fhir/index.js';
 
 /** Builds the CapabilityStatement for `resourceTypes`. */
 export function buildCapabilityStatement(options: { resourceTypes: readonly string[]; software: { name: string; version: string }; date: string }) {
@@ -24,6 +27,7 @@ export function buildCapabilityStatement(options: { resourceTypes: readonly stri
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
         resource: options.resourceTypes.map((type) => ({
           type,
+          ...searchCapabilitiesOf(type),
           interaction: interactions,
           versioning: 'versioned',
           readHistory: true,

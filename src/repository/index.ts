@@ -11,6 +11,7 @@ export {
   type RecordCommitter,
   type RepositoryDeps,
   type Resource,
+  type SearchResult,
   type ServedVersion,
   type VersionProof,
 } from './ledgered-repository.js';

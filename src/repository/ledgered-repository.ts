@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import jsonPatch from 'fast-json-patch';
 import { HlError, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
-import { matchesSearch, planSearch, searchIndexOf } from '../fhir/index.js';
+import { matchesSearch, planSearch, referencesOf, searchIndexOf, sortMatches, type SearchPlan } from '../fhir/index.js';
 import { parseTx, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
 
 /** A FHIR resource as JSON. */
@@ -106,6 +106,34 @@ interface PreparedVersion {
   salt: Uint8Array;
   meta: { versionId: string; lastUpdated: string };
   body: RecordCommitBody;
+}
+
+/** What a search found (FHIR search.html). */
+export interface SearchResult {
+  /** Matches in all pages. */
+  total: number;
+  /** This page's matches, in order, checked against the ledger. */
+  page: ServedVersion[];
+  /** `_include`/`_revinclude` resources for the page (search mode `include`), checked against the ledger. */
+  included: ServedVersion[];
+  /** The parsed search: paging, `_summary`, `_elements`, `_total`. */
+  plan: SearchPlan;
+}
+
+/**
+ * A chained search whose inner search finds more targets than this does not narrow the outer candidates by
+ * the blind index (one bound variable per value; SQLite allows 32,766); the exact check still applies.
+ */
+const maxCriterionValues = 5000;
+
+/** Most resources `_include`/`_revinclude` may add to one page. */
+const maxIncluded = 5000;
+
+/** The default search order (search.html#sort): newest first, then by id so that every order is total. */
+function byNewest(a: { version: StoredVersion }, b: { version: StoredVersion }): number {
+  const x = a.version;
+  const y = b.version;
+  return x.lastUpdated < y.lastUpdated ? 1 : x.lastUpdated > y.lastUpdated ? -1 : x.id < y.id ? -1 : x.id > y.id ? 1 : 0;
 }
 
 /** Most requests one group commit serves. */
@@ -407,19 +435,46 @@ export class LedgeredRepository {
 
   /**
    * FHIR search (search.html) of one type: blind-index candidates for the token, reference and string
-   * filters (all current ids when there are none), decrypted and matched exactly, newest first; the page's
-   * entries are checked against their ledger commitments like any read.
+   * filters (all current ids when there are none: date, number, quantity and uri filters scan the type),
+   * decrypted and matched exactly; chained parameters first run their inner search on the target type and
+   * become a reference criterion. Ordered by `_sort` or newest first (ties by id, so pages are stable); the
+   * page's entries and the `_include`/`_revinclude` resources are checked against their ledger commitments
+   * like any read. `included` is not counted in `total`.
    */
-  async search(resourceType: string, query: URLSearchParams): Promise<{ total: number; page: ServedVersion[]; count: number; offset: number; summaryCount: boolean }> {
-    const plan = planSearch(resourceType, query);
+  async search(resourceType: string, query: URLSearchParams): Promise<SearchResult> {
+    const plan = planSearch(resourceType, query, { nowMs: this.deps.clock.nowMs() });
+    const matches = await this.matchAll(resourceType, plan, plan.sort.length > 0);
+    const ordered = plan.sort.length > 0 ? sortMatches(matches, plan.sort, (m) => m.resource!, byNewest) : matches.sort(byNewest);
+    const page = plan.summary === 'count' ? [] : ordered.slice(plan.offset, plan.offset + plan.count);
+    const verified = [];
+    for (const m of page) verified.push(await this.readVerified(resourceType, m.version.id, m.version.versionId));
+    const included = await this.included(plan, verified);
+    return { total: ordered.length, page: verified, included, plan };
+  }
+
+  /**
+   * Every current resource of `resourceType` matching `plan` (not paged, not yet checked against the
+   * ledger), with its parsed JSON when `keepResources` (for sorting).
+   */
+  private async matchAll(resourceType: string, plan: SearchPlan, keepResources: boolean): Promise<{ version: StoredVersion; resource?: Resource }[]> {
+    const criteria = [...plan.criteria];
+    const chainTargets: Set<string>[] = [];
+    for (const chain of plan.chains) {
+      const targets = await this.matchAll(chain.targetType, chain.inner, false);
+      if (targets.length === 0) return [];
+      const refs = new Set(targets.map((t) => `${chain.targetType}/${t.version.id}`));
+      chainTargets.push(refs);
+      // Narrow by the blind index when the list is small enough for one query; the exact check below decides.
+      if (refs.size <= maxCriterionValues) criteria.push({ param: chain.param, kind: 'reference', value: [...refs] });
+    }
     let ids: string[];
     if (plan.ids !== null) {
       const wanted = plan.ids;
-      ids = plan.criteria.length > 0 ? (await this.deps.store.findByIndexAll(resourceType, plan.criteria)).filter((i) => wanted.includes(i)) : wanted;
+      ids = criteria.length > 0 ? (await this.deps.store.findByIndexAll(resourceType, criteria)).filter((i) => wanted.includes(i)) : wanted;
     } else {
-      ids = plan.criteria.length > 0 ? await this.deps.store.findByIndexAll(resourceType, plan.criteria) : await this.deps.store.currentIds(resourceType);
+      ids = criteria.length > 0 ? await this.deps.store.findByIndexAll(resourceType, criteria) : await this.deps.store.currentIds(resourceType);
     }
-    const matches: StoredVersion[] = [];
+    const matches: { version: StoredVersion; resource?: Resource }[] = [];
     for (const id of ids) {
       let v: StoredVersion;
       try {
@@ -430,13 +485,60 @@ export class LedgeredRepository {
         throw err;
       }
       if (v.deleted) continue;
-      if (matchesSearch(resourceOf(v), plan)) matches.push(v);
+      const resource = resourceOf(v) as Resource;
+      if (matchesSearch(resource, plan, chainTargets)) matches.push(keepResources ? { version: v, resource } : { version: v });
     }
-    matches.sort((a, b) => (a.lastUpdated < b.lastUpdated ? 1 : a.lastUpdated > b.lastUpdated ? -1 : 0));
-    const page = plan.summaryCount ? [] : matches.slice(plan.offset, plan.offset + plan.count);
-    const verified = [];
-    for (const v of page) verified.push(await this.readVerified(resourceType, v.id, v.versionId));
-    return { total: matches.length, page: verified, count: plan.count, offset: plan.offset, summaryCount: plan.summaryCount };
+    return matches;
+  }
+
+  /**
+   * The `_include` and `_revinclude` resources of a page (search.html#include), each once and none that is
+   * already a match, in the order found; missing, deleted or erased targets are skipped. Throws `too-costly`
+   * past {@link maxIncluded}.
+   */
+  private async included(plan: SearchPlan, page: readonly ServedVersion[]): Promise<ServedVersion[]> {
+    if (page.length === 0 || (plan.include.length === 0 && plan.revinclude.length === 0)) return [];
+    const seen = new Set(page.map((v) => `${v.resourceType}/${v.id}`));
+    const out: ServedVersion[] = [];
+    const add = async (resourceType: string, id: string, accept: (v: ServedVersion) => boolean = () => true): Promise<void> => {
+      const key = `${resourceType}/${id}`;
+      if (seen.has(key)) return;
+      let v: ServedVersion;
+      try {
+        v = await this.readVerified(resourceType, id);
+      } catch (err) {
+        if (err instanceof HlError && err.code === 'not-found') return;
+        throw err;
+      }
+      if (v.deleted || !accept(v)) return;
+      seen.add(key);
+      out.push(v);
+      if (out.length > maxIncluded) {
+        throw new HlError('too-costly', `_include/_revinclude would add more than ${maxIncluded} resources to one page; ask for a smaller _count`);
+      }
+    };
+    const resources = page.map((v) => resourceOf(v));
+    for (const include of plan.include) {
+      for (const resource of resources) {
+        for (const param of include.params) {
+          for (const ref of referencesOf(resource, param)) {
+            const [type, id] = ref.split('/') as [string, string];
+            if (include.targetType === undefined || type === include.targetType) await add(type, id);
+          }
+        }
+      }
+    }
+    for (const rev of plan.revinclude) {
+      const refs = page.filter((v) => rev.targetType === undefined || v.resourceType === rev.targetType).map((v) => `${v.resourceType}/${v.id}`);
+      if (refs.length === 0) continue;
+      const wanted = new Set(refs);
+      for (const param of rev.params) {
+        const ids = await this.deps.store.findByIndexAll(rev.sourceType, [{ param, kind: 'reference', value: refs }]);
+        // The blind index is exact for references; checking the decrypted resource keeps it so if it ever is not.
+        for (const id of ids) await add(rev.sourceType, id, (v) => referencesOf(resourceOf(v), param).some((r) => wanted.has(r)));
+      }
+    }
+    return out;
   }
 
   /** FHIR history of one resource, newest first. */
