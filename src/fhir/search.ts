@@ -11,7 +11,7 @@
  * `_elements`, `_total`, `_count`, `_offset`) and one level of chaining. Pure.
  */
 import { getSearchParameter, getSearchParameters, matchesSearchRequest, parseSearchRequest, type Filter, type SearchRequest } from '@medplum/core';
-import { evalPath } from './fhirpath.js';
+import { evalPath, unionBranches } from './fhirpath.js';
 import type { Resource, SearchParameter } from '@medplum/fhirtypes';
 import { HlError } from '../kernel/index.js';
 import { loadDefinitions } from './definitions.js';
@@ -115,26 +115,6 @@ const modifiersByType: Record<string, ReadonlySet<string>> = {
   quantity: new Set(['missing']),
   uri: new Set(['below', 'above', 'missing']),
 };
-
-/** Splits an expression at its top-level `|` (not inside parentheses or quotes). */
-function unionBranches(expression: string): string[] {
-  const out: string[] = [];
-  let depth = 0;
-  let quoted = false;
-  let start = 0;
-  for (let i = 0; i < expression.length; i++) {
-    const c = expression[i];
-    if (c === "'" && expression[i - 1] !== '\\') quoted = !quoted;
-    else if (!quoted && c === '(') depth++;
-    else if (!quoted && c === ')') depth--;
-    else if (!quoted && depth === 0 && c === '|') {
-      out.push(expression.slice(start, i).trim());
-      start = i + 1;
-    }
-  }
-  out.push(expression.slice(start).trim());
-  return out;
-}
 
 const specializedExpressions = new Map<string, string | null>();
 
