@@ -172,6 +172,26 @@ describe('transaction entries', () => {
     expect(await searchTotal(`Organization?identifier=${encodeURIComponent(`${system}|twice`)}`)).toBe(1);
   });
 
+  it('creates a conditionally created resource once, however many transactions and requests race to create it', async () => {
+    const system = freshSystem();
+    const org = { resourceType: 'Organization', identifier: [{ system, value: 'shared' }], name: 'Shared Lab' };
+    const results = await Promise.all([
+      ...Array.from({ length: 6 }, () => {
+        const u = urn();
+        return bundle('transaction', [post(org, u, `identifier=${system}|shared`), post({ resourceType: 'Practitioner', qualification: [{ code: { text: 'MD' }, issuer: { reference: u } }] })]);
+      }),
+      ...Array.from({ length: 3 }, () => call('POST', '/fhir/Organization', org, { 'if-none-exist': `identifier=${system}|shared` })),
+      call('PUT', `/fhir/Organization?identifier=${encodeURIComponent(`${system}|shared`)}`, org),
+    ]);
+    // The organization's own status: its entry's in a transaction-response, the HTTP status otherwise.
+    const orgStatus = results.map((r) => (r.json.resourceType === 'Bundle' ? Number(r.json.entry[0].response.status.slice(0, 3)) : r.status));
+    expect(orgStatus.filter((s) => s === 201)).toHaveLength(1);
+    expect(orgStatus.filter((s) => s === 200)).toHaveLength(results.length - 1);
+    const orgIds = new Set(results.map((r) => (r.json.resourceType === 'Bundle' ? r.json.entry[0].resource.id : r.json.id)));
+    expect(orgIds.size).toBe(1);
+    expect(await searchTotal(`Organization?identifier=${encodeURIComponent(`${system}|shared`)}`)).toBe(1);
+  });
+
   it('conditional update: no match creates (201), one match updates it (200), and urn:uuid references point at the target', async () => {
     const system = freshSystem();
     const query = `Patient?identifier=${encodeURIComponent(`${system}|cu`)}`;

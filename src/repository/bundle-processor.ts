@@ -63,6 +63,8 @@ interface EntryPlan {
   matched?: ServedVersion;
   /** The version to commit, once built. */
   write?: VersionToWrite;
+  /** A create that depends on a condition matching nothing (ifNoneExist, conditional PUT). */
+  conditionalCreate?: boolean;
 }
 
 /** What a transaction has decided so far (the state later entries and references see). */
@@ -175,9 +177,17 @@ function referencesOf(value: unknown, path = '', out: { path: string; reference:
   return out;
 }
 
-/** The processor; one per repository. */
+/**
+ * The processor; one per repository.
+ *
+ * Conditional creates race: two requests that both find no match would both create. So a plan that creates
+ * because a condition matched nothing is thrown away and made again under a lock that every such plan
+ * takes until its versions are committed (and so visible to the next one's search); plans whose
+ * conditions all matched (the usual case once shared resources exist) take no lock.
+ */
 export class BundleProcessor {
   private readonly deps: BundleProcessorDeps;
+  private conditionalCreates: Promise<unknown> = Promise.resolve();
 
   constructor(deps: BundleProcessorDeps) {
     this.deps = deps;
@@ -189,7 +199,15 @@ export class BundleProcessor {
    */
   async transaction(entries: readonly BundleEntryRequest[]): Promise<BundleEntryResult[]> {
     const plans = await this.plan(entries, true);
-    return this.commitPlans(plans);
+    if (!plans.some((p) => p.conditionalCreate)) return this.commitPlans(plans);
+    return this.oneConditionalCreateAtATime(async () => this.commitPlans(await this.plan(entries, true)));
+  }
+
+  /** Runs `work` once every earlier conditional create has finished, and before any later one starts. */
+  private oneConditionalCreateAtATime<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.conditionalCreates.then(work);
+    this.conditionalCreates = run.catch(() => undefined);
+    return run;
   }
 
   /**
@@ -217,6 +235,11 @@ export class BundleProcessor {
     for (const entry of this.inProcessingOrder(entries)) {
       try {
         let plans = await this.plan([entry], false);
+        if (plans.some((p) => p.conditionalCreate)) {
+          const [r] = await this.oneConditionalCreateAtATime(async () => this.commitPlans(await this.plan([entry], false)));
+          results[position.get(entry)!] = r!;
+          continue;
+        }
         // An entry touching a resource an earlier entry of this batch writes waits for that write.
         if (plans.some((p) => p.ref !== undefined && p.write !== undefined && pendingRefs.has(p.ref))) {
           await commitPending();
@@ -321,7 +344,7 @@ export class BundleProcessor {
         }
         const ref = `${type}/${randomUUID()}`;
         state.created.push({ ref, resource: { ...entry.resource!, id: ref.slice(type.length + 1) }, index: entry.index });
-        return { entry, action: 'create', ref, body: entry.resource! };
+        return { entry, action: 'create', ref, body: entry.resource!, ...(entry.ifNoneExist ? { conditionalCreate: true } : {}) };
       }
       case 'PUT': {
         let id = entry.id;
@@ -335,7 +358,7 @@ export class BundleProcessor {
             if (entry.ifMatch !== undefined) throw entryError('precondition', entry, '.request.ifMatch', 'the conditional update matches nothing, so ifMatch cannot hold');
             const ref = `${type}/${randomUUID()}`;
             state.created.push({ ref, resource: { ...entry.resource!, id: ref.slice(type.length + 1) }, index: entry.index });
-            return { entry, action: 'create', ref, body: entry.resource! };
+            return { entry, action: 'create', ref, body: entry.resource!, conditionalCreate: true };
           }
           id = found.ref!.slice(type.length + 1);
           if (entry.resource!.id !== undefined && entry.resource!.id !== id) {

@@ -269,11 +269,16 @@ export class LedgeredRepository {
     ifMatch?: string,
   ): Promise<{ status: 200 | 201 | 204; version: ServedVersion | null }> {
     const request = { method, url: `${resourceType}?${query}`, ...(ifMatch !== undefined ? { ifMatch: `W/"${ifMatch}"` } : {}) };
+    return this.asTransaction(resourceType, { request, ...(body !== undefined ? { resource: body } : {}) });
+  }
+
+  /** A plain REST write done as a one-entry transaction; its errors restated without the Bundle. */
+  private async asTransaction(resourceType: string, entry: { request: Record<string, string>; resource?: unknown }): Promise<{ status: 200 | 201 | 204; version: ServedVersion | null }> {
     try {
-      const parsed = parseBundleEntry({ request, ...(body !== undefined ? { resource: body } : {}) }, 0);
+      const parsed = parseBundleEntry(entry, 0);
       if (!parsed.ok) throw new HlError('invalid', parsed.issues[0]!.message, { issues: parsed.issues });
       const [result] = await this.bundles.transaction([parsed.entry]);
-      if (result?.kind !== 'write') throw new HlError('exception', 'a conditional write gave no version');
+      if (result?.kind !== 'write') throw new HlError('exception', 'a one-entry transaction gave no write');
       return result;
     } catch (err) {
       throw outsideBundle(err, resourceType);
@@ -282,13 +287,12 @@ export class LedgeredRepository {
 
   /**
    * FHIR conditional create (http.html#ccreate): with `ifNoneExist` (a search query), no match creates, one
-   * match returns it (`created: false`), several are a 412.
+   * match returns it (`created: false`), several are a 412. Done as a one-entry transaction, so that it
+   * takes part in the same guard against two concurrent creates both finding no match.
    */
   async createIfNoneExist(resourceType: string, body: unknown, ifNoneExist: string): Promise<{ version: ServedVersion; created: boolean }> {
-    const found = await this.search(resourceType, new URLSearchParams(ifNoneExist));
-    if (found.total > 1) throw new HlError('precondition', `If-None-Exist matches ${found.total} resources`);
-    if (found.total === 1) return { version: found.page[0]!, created: false };
-    return { version: await this.create(resourceType, body), created: true };
+    const { status, version } = await this.asTransaction(resourceType, { request: { method: 'POST', url: resourceType, ifNoneExist }, resource: body });
+    return { version: version!, created: status === 201 };
   }
 
   /** FHIR $validate (resource-operation-validate): every issue of the resource, nothing stored. */
