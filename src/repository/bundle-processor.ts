@@ -26,8 +26,8 @@ export interface VersionToWrite {
 export interface BundleProcessorDeps {
   /** The current version as stored (versionId, deleted flag, patient); `not-found` when there is none. */
   readCurrent(resourceType: string, id: string, versionId?: string): Promise<StoredVersion>;
-  /** The current version checked against its ledger commitment, with its resource. */
-  readResource(resourceType: string, id: string): Promise<{ version: ServedVersion; resource: Resource }>;
+  /** The resource of the current version, checked against its ledger commitment. */
+  readResource(resourceType: string, id: string): Promise<Resource>;
   /** FHIR search of one type (the repository's, unchanged). */
   search(resourceType: string, query: URLSearchParams): Promise<{ total: number; page: ServedVersion[] }>;
   /** Every validation issue of a resource. */
@@ -107,18 +107,16 @@ function issueInEntry(issue: Issue, entry: { index: number }): Issue {
 }
 
 /**
- * An error of a one-entry transaction that stands for a plain REST request (conditional update or delete),
- * restated without the Bundle: `Bundle.entry[0].resource.gender` becomes `Patient.gender`, and request
- * paths (`request.url`) are dropped, since the request has no body path for them.
+ * An error of a one-entry transaction that stands for a plain REST request (conditional create, update or
+ * delete), restated without the Bundle: `Bundle.entry[0].resource.gender` becomes `Patient.gender`, and
+ * request paths (`request.url`) are dropped, since the request has no body path for them.
  */
 export function outsideBundle(err: unknown, resourceType: string): unknown {
   if (!isHlError(err)) return err;
-  const prefix = 'Bundle.entry[0]';
-  const restate = (e: string | undefined) => (e?.startsWith(`${prefix}.resource`) ? `${resourceType}${e.slice(`${prefix}.resource`.length)}` : undefined);
-  const issues = err.issues.map((i) => {
-    const expression = restate(i.expression);
-    return { code: i.code, message: i.message, ...(expression !== undefined ? { expression } : {}) };
-  });
+  const prefix = 'Bundle.entry[0].resource';
+  const issues = err.issues.map(({ expression, ...issue }) =>
+    expression?.startsWith(prefix) ? { ...issue, expression: `${resourceType}${expression.slice(prefix.length)}` } : issue,
+  );
   return new HlError(err.code, err.message.replace(/^Bundle\.entry\[0\][^:]*: /, ''), { issues, cause: err });
 }
 
@@ -159,7 +157,12 @@ function rewriteLinks(value: unknown, resolve: (link: string) => string | undefi
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
     if (k === 'reference' && typeof v === 'string') out[k] = resolve(v) ?? v;
-    else if (k === 'div' && typeof v === 'string') out[k] = v.replace(/\b(href|src)="([^"]*)"/g, (m, attr: string, link: string) => (resolve(link) === undefined ? m : `${attr}="${resolve(link)}"`));
+    else if (k === 'div' && typeof v === 'string') {
+      out[k] = v.replace(/\b(href|src)="([^"]*)"/g, (m, attr: string, link: string) => {
+        const to = resolve(link);
+        return to === undefined ? m : `${attr}="${to}"`;
+      });
+    }
     else out[k] = rewriteLinks(v, resolve);
   }
   return out;
@@ -376,7 +379,7 @@ export class BundleProcessor {
         const current = await this.current(entry, id);
         if (current.deleted) throw entryError('deleted', entry, '.request.url', `${type}/${id} was deleted`);
         this.ifMatch(entry, current);
-        const { resource } = await this.deps.readResource(type, id).catch((err: unknown) => Promise.reject(namingEntry(err, entry, '.request.url')));
+        const resource = await this.deps.readResource(type, id).catch((err: unknown) => Promise.reject(namingEntry(err, entry, '.request.url')));
         let patched: Resource;
         try {
           patched = applyJsonPatch(resource, entry.patch!);

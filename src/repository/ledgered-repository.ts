@@ -103,10 +103,7 @@ export class LedgeredRepository {
     this.deps = deps;
     this.bundles = new BundleProcessor({
       readCurrent: (type, id, versionId) => deps.store.readVersion(type, id, versionId),
-      readResource: async (type, id) => {
-        const version = await this.readVerified(type, id);
-        return { version, resource: resourceOf(version) as Resource };
-      },
+      readResource: async (type, id) => resourceOf(await this.readVerified(type, id)) as Resource,
       search: (type, query) => this.search(type, query),
       validate: (resource) => deps.validate(resource),
       patientOf: (resource) => deps.patientOf(resource),
