@@ -370,6 +370,12 @@ describe('malformed transactions: 4xx OperationOutcome naming the entry, nothing
     expect(expressions(r)).toEqual(['Bundle.entry[0].request.url', 'Bundle.entry[2].request.method']);
   });
 
+  it('answers an empty transaction with an empty transaction-response (no empty entry array)', async () => {
+    const r = await call('POST', '/fhir', { resourceType: 'Bundle', type: 'transaction' });
+    expect(r.status).toBe(200);
+    expect(r.json).toEqual({ resourceType: 'Bundle', type: 'transaction-response' });
+  });
+
   it('refuses a Bundle that is neither a transaction nor a batch', async () => {
     const r = await call('POST', '/fhir', { resourceType: 'Bundle', type: 'collection', entry: [] });
     expect(r.status).toBe(400);
@@ -573,8 +579,8 @@ describe('fuzzed transaction and batch Bundles', () => {
           return;
         }
         expect(r.json.type, what).toBe(`${type}-response`);
-        expect(r.json.entry, what).toHaveLength(entries.length);
-        for (const e of r.json.entry) {
+        expect(r.json.entry ?? [], what).toHaveLength(entries.length);
+        for (const e of r.json.entry ?? []) {
           expect(e.response.status, what).toMatch(/^\d{3} [A-Za-z]/);
           expect(Number(e.response.status.slice(0, 3)), what).toBeLessThan(type === 'transaction' ? 400 : 500);
         }

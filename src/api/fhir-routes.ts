@@ -322,6 +322,11 @@ async function readEntry(app: FastifyInstance, req: FastifyRequest, base: string
   };
 }
 
+/** The response Bundle; `entry` is left out when empty, as FHIR JSON has no empty arrays (json.html). */
+function responseBundle(type: 'transaction-response' | 'batch-response', entry: unknown[]) {
+  return { resourceType: 'Bundle', type, ...(entry.length > 0 ? { entry } : {}) };
+}
+
 /**
  * Registers transaction and batch Bundles at POST /fhir (http.html#transaction): a transaction is all or
  * nothing (any malformed entry, failed condition or invalid resource fails it with nothing stored) and
@@ -341,7 +346,7 @@ export function registerBundleRoute(app: FastifyInstance, deps: FhirRouteDeps): 
         // A read can only fail here if the data changed after the transaction checked it: the writes stand.
         entry[i] = r.kind === 'read' ? await readEntry(app, req, base, r.entry) : writeEntry(base, r.status, r.version);
       }
-      return reply.type(fhirJson).send({ resourceType: 'Bundle', type: 'transaction-response', entry });
+      return reply.type(fhirJson).send(responseBundle('transaction-response', entry));
     }
     const wellFormed = entries.flatMap((e) => (e.ok ? [e.entry] : []));
     for (const e of entries) if (!e.ok) entry[e.index] = errorEntry(new HlError('invalid', 'malformed entry', { issues: e.issues }));
@@ -350,6 +355,6 @@ export function registerBundleRoute(app: FastifyInstance, deps: FhirRouteDeps): 
       const i = wellFormed[k]!.index;
       entry[i] = r.kind === 'error' ? errorEntry(r.error) : r.kind === 'write' ? writeEntry(base, r.status, r.version) : await readEntry(app, req, base, r.entry);
     }
-    return reply.type(fhirJson).send({ resourceType: 'Bundle', type: 'batch-response', entry });
+    return reply.type(fhirJson).send(responseBundle('batch-response', entry));
   });
 }
