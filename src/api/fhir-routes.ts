@@ -291,9 +291,13 @@ function writeEntry(base: string, status: number, v: ServedVersion | null) {
   };
 }
 
-/** The response entry of a failed batch entry: its status and OperationOutcome (http.html#transaction-response). */
-function errorEntry(err: unknown) {
+/**
+ * The response entry of a failed batch entry: its status and OperationOutcome (http.html#transaction-response);
+ * a server fault is logged as `handleError` logs one, by code and message only.
+ */
+function errorEntry(req: FastifyRequest, err: unknown) {
   const { status, outcome } = httpErrorOf(err);
+  if (status >= 500) req.log.error({ err: { code: (err as HlError).code, message: (err as Error).message } }, 'batch entry failed');
   return { response: { status: statusLine(status), outcome } };
 }
 
@@ -341,7 +345,7 @@ export function registerBundleRoute(app: FastifyInstance, deps: FhirRouteDeps): 
     if (type === 'transaction') {
       const malformed = entries.flatMap((e) => (e.ok ? [] : e.issues));
       if (malformed.length > 0) throw new HlError('invalid', `the transaction has malformed entries; nothing was stored`, { issues: malformed });
-      const results = await deps.repository.transaction(entries.map((e) => (e as { entry: BundleEntryRequest }).entry));
+      const results = await deps.repository.transaction(entries.flatMap((e) => (e.ok ? [e.entry] : [])));
       for (const [i, r] of results.entries()) {
         // A read can only fail here if the data changed after the transaction checked it: the writes stand.
         entry[i] = r.kind === 'read' ? await readEntry(app, req, base, r.entry) : writeEntry(base, r.status, r.version);
@@ -349,11 +353,11 @@ export function registerBundleRoute(app: FastifyInstance, deps: FhirRouteDeps): 
       return reply.type(fhirJson).send(responseBundle('transaction-response', entry));
     }
     const wellFormed = entries.flatMap((e) => (e.ok ? [e.entry] : []));
-    for (const e of entries) if (!e.ok) entry[e.index] = errorEntry(new HlError('invalid', 'malformed entry', { issues: e.issues }));
+    for (const e of entries) if (!e.ok) entry[e.index] = errorEntry(req, new HlError('invalid', 'malformed entry', { issues: e.issues }));
     const results: BatchEntryResult[] = await deps.repository.batch(wellFormed);
     for (const [k, r] of results.entries()) {
       const i = wellFormed[k]!.index;
-      entry[i] = r.kind === 'error' ? errorEntry(r.error) : r.kind === 'write' ? writeEntry(base, r.status, r.version) : await readEntry(app, req, base, r.entry);
+      entry[i] = r.kind === 'error' ? errorEntry(req, r.error) : r.kind === 'write' ? writeEntry(base, r.status, r.version) : await readEntry(app, req, base, r.entry);
     }
     return reply.type(fhirJson).send(responseBundle('batch-response', entry));
   });
