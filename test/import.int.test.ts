@@ -84,7 +84,7 @@ describe('importing Synthea', () => {
     const bad = { resource: { resourceType: 'Organization', active: 'yes' }, request: { method: 'POST', url: 'Organization' } };
     const r = await postBundle({ resourceType: 'Bundle', type: 'batch', entry: [good, bad] });
     expect(r.status).toBe(200);
-    expect(r.json.entry.map((e: { response: { status: string } }) => e.response.status)).toEqual(['201 Created', '422']);
+    expect(r.json.entry.map((e: { response: { status: string } }) => e.response.status)).toEqual(['201 Created', '422 Unprocessable Entity']);
   });
 
   it('leaves no patient PHI in the raw database files, WAL included', () => {

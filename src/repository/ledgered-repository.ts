@@ -5,11 +5,11 @@
  * Consent and audit join this path with issue 4.
  */
 import { randomUUID } from 'node:crypto';
-import jsonPatch from 'fast-json-patch';
 import { HlError, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
-import { matchesSearch, planSearch, referencesOf, searchIndexOf, sortMatches, type SearchPlan } from '../fhir/index.js';
+import { matchesSearch, parseBundleEntry, planSearch, referencesOf, searchIndexOf, sortMatches, type BundleEntryRequest, type SearchPlan } from '../fhir/index.js';
 import { parseTx, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
+import { applyJsonPatch, BundleProcessor, checkIfMatch, outsideBundle, type BatchEntryResult, type BundleEntryResult } from './bundle-processor.js';
 
 /** A FHIR resource as JSON. */
 export type Resource = { resourceType: string; id?: string; meta?: Record<string, unknown> } & Record<string, unknown>;
@@ -69,25 +69,6 @@ export interface VersionProof {
 
 const fhirId = /^[A-Za-z0-9\-.]{1,64}$/;
 
-/** One entry of a transaction or batch Bundle, as the API hands it over. */
-export interface BundleEntryInput {
-  fullUrl?: string;
-  method: string;
-  url: string;
-  resource?: unknown;
-}
-
-/** Replaces every `reference` that names a key of `map` (a bundle fullUrl) with its new `Type/id`. */
-function rewriteReferences(value: unknown, map: ReadonlyMap<string, string>): unknown {
-  if (Array.isArray(value)) return value.map((v) => rewriteReferences(v, map));
-  if (value === null || typeof value !== 'object') return value;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) {
-    out[k] = k === 'reference' && typeof v === 'string' && map.has(v) ? map.get(v) : rewriteReferences(v, map);
-  }
-  return out;
-}
-
 /** The resource JSON of a stored or served version. */
 export function resourceOf(v: { content: Uint8Array }): { resourceType: string } & Record<string, unknown> {
   return JSON.parse(new TextDecoder().decode(v.content));
@@ -144,9 +125,19 @@ export class LedgeredRepository {
   private readonly deps: RepositoryDeps;
   private queue: { prepared: PreparedVersion[]; resolve: (v: ServedVersion[]) => void; reject: (e: unknown) => void }[] = [];
   private flushing = false;
+  private readonly bundles: BundleProcessor;
 
   constructor(deps: RepositoryDeps) {
     this.deps = deps;
+    this.bundles = new BundleProcessor({
+      readCurrent: (type, id, versionId) => deps.store.readVersion(type, id, versionId),
+      readResource: async (type, id) => resourceOf(await this.readVerified(type, id)) as Resource,
+      search: (type, query) => this.search(type, query),
+      validate: (resource) => deps.validate(resource),
+      patientOf: (resource) => deps.patientOf(resource),
+      nowInstant: () => this.nowInstant(),
+      commit: (versions) => this.writeCommitted(versions),
+    });
   }
 
   private checkResource(resourceType: string, body: unknown): Resource {
@@ -271,53 +262,62 @@ export class LedgeredRepository {
   }
 
   /**
-   * FHIR transaction (http.html#transaction): all entries or none. POST entries get new ids first, and every
-   * reference to an entry's fullUrl (urn:uuid:...) is rewritten to `Type/id`; all resources are validated
-   * before anything is written (issues name `Bundle.entry[i].resource...`); then every version is sealed,
-   * committed to the ledger in one batch and marked committed together.
+   * FHIR transaction (http.html#transaction): all entries or none, planned in the spec's processing order
+   * (DELETE, POST, PUT/PATCH, GET) with conditions searched, fullUrl and conditional references rewritten
+   * and every version validated before anything is written; then every version is sealed, committed to the
+   * ledger in one batch and marked committed together. Results in request order; GET entries come back as
+   * `read` results for the caller to perform after the commit. Errors name `Bundle.entry[i]...`.
    */
-  async transaction(entries: readonly BundleEntryInput[]): Promise<ServedVersion[]> {
-    const newIds = new Map<string, string>();
-    entries.forEach((e, i) => {
-      if (e.method !== 'POST') throw new HlError('invalid', `Bundle.entry[${i}].request.method: only POST is supported in transactions so far`);
-      const resource = e.resource as Resource | undefined;
-      if (typeof resource !== 'object' || resource === null || typeof resource.resourceType !== 'string') {
-        throw new HlError('invalid', `Bundle.entry[${i}].resource must be a FHIR resource`);
-      }
-      const target = `${resource.resourceType}/${randomUUID()}`;
-      if (e.fullUrl !== undefined) {
-        if (newIds.has(e.fullUrl)) throw new HlError('invalid', `Bundle.entry[${i}].fullUrl is not unique`);
-        newIds.set(e.fullUrl, target);
-      }
-      if (e.url !== resource.resourceType) {
-        throw new HlError('invalid', `Bundle.entry[${i}].request.url must be the resource type "${resource.resourceType}" for a POST`);
-      }
-      newIds.set(`#entry-${i}`, target);
-    });
-    const issues: Issue[] = [];
-    const versions = entries.map((e, i) => {
-      const rewritten = rewriteReferences(e.resource, newIds) as Resource;
-      const found = this.deps.validate(rewritten);
-      for (const issue of found) {
-        issues.push({ ...issue, expression: `Bundle.entry[${i}].resource${issue.expression ? issue.expression.slice(issue.expression.indexOf('.')) : ''}` });
-      }
-      const target = newIds.get(`#entry-${i}`)!;
-      const meta = { ...(rewritten.meta ?? {}), versionId: '1', lastUpdated: this.nowInstant() };
-      return { ...rewritten, id: target.slice(target.indexOf('/') + 1), meta } as Resource;
-    });
-    if (issues.length > 0) throw new HlError('processing', `the transaction has ${issues.length} invalid issue(s); nothing was stored`, { issues });
-    return this.writeCommitted(versions.map((version) => ({ version, patient: this.deps.patientOf(version), deleted: false })));
+  transaction(entries: readonly BundleEntryRequest[]): Promise<BundleEntryResult[]> {
+    return this.bundles.transaction(entries);
+  }
+
+  /**
+   * FHIR batch (http.html#transaction): each entry on its own, a failure becoming that entry's `error`
+   * result; the successful writes share one group commit.
+   */
+  batch(entries: readonly BundleEntryRequest[]): Promise<BatchEntryResult[]> {
+    return this.bundles.batch(entries);
+  }
+
+  /**
+   * FHIR conditional update (`PUT [type]?[search]`, http.html#cond-update) and conditional delete
+   * (`DELETE [type]?[search]`, http.html#cdelete), done as a one-entry transaction: update the one match
+   * (200), create when there is none (201; an id in the body is refused: no update as create), several are
+   * a 412; a delete of nothing is a 204 with no version. `ifMatch` (a versionId) as for update.
+   */
+  async conditional(
+    method: 'PUT' | 'DELETE',
+    resourceType: string,
+    query: string,
+    body?: unknown,
+    ifMatch?: string,
+  ): Promise<{ status: 200 | 201 | 204; version: ServedVersion | null }> {
+    const request = { method, url: `${resourceType}?${query}`, ...(ifMatch !== undefined ? { ifMatch: `W/"${ifMatch}"` } : {}) };
+    return this.asTransaction(resourceType, { request, ...(body !== undefined ? { resource: body } : {}) });
+  }
+
+  /** A plain REST write done as a one-entry transaction; its errors restated without the Bundle. */
+  private async asTransaction(resourceType: string, entry: { request: Record<string, string>; resource?: unknown }): Promise<{ status: 200 | 201 | 204; version: ServedVersion | null }> {
+    try {
+      const parsed = parseBundleEntry(entry, 0);
+      if (!parsed.ok) throw new HlError('invalid', parsed.issues[0]!.message, { issues: parsed.issues });
+      const [result] = await this.bundles.transaction([parsed.entry]);
+      if (result?.kind !== 'write') throw new HlError('exception', 'a one-entry transaction gave no write');
+      return result;
+    } catch (err) {
+      throw outsideBundle(err, resourceType);
+    }
   }
 
   /**
    * FHIR conditional create (http.html#ccreate): with `ifNoneExist` (a search query), no match creates, one
-   * match returns it (`created: false`), several are a 412.
+   * match returns it (`created: false`), several are a 412. Done as a one-entry transaction, so that it
+   * takes part in the same guard against two concurrent creates both finding no match.
    */
   async createIfNoneExist(resourceType: string, body: unknown, ifNoneExist: string): Promise<{ version: ServedVersion; created: boolean }> {
-    const found = await this.search(resourceType, new URLSearchParams(ifNoneExist));
-    if (found.total > 1) throw new HlError('precondition', `If-None-Exist matches ${found.total} resources`);
-    if (found.total === 1) return { version: found.page[0]!, created: false };
-    return { version: await this.create(resourceType, body), created: true };
+    const { status, version } = await this.asTransaction(resourceType, { request: { method: 'POST', url: resourceType, ifNoneExist }, resource: body });
+    return { version: version!, created: status === 201 };
   }
 
   /** FHIR $validate (resource-operation-validate): every issue of the resource, nothing stored. */
@@ -387,9 +387,7 @@ export class LedgeredRepository {
       });
     }
     const current = await this.deps.store.readVersion(resourceType, id);
-    if (ifMatch !== undefined && ifMatch !== current.versionId) {
-      throw new HlError('precondition', `If-Match version ${ifMatch} is not the current version ${current.versionId}`);
-    }
+    checkIfMatch(ifMatch, current);
     const versionId = String(Number(current.versionId) + 1);
     const meta = { ...(resource.meta ?? {}), versionId, lastUpdated: this.nowInstant() };
     const version: Resource = { ...resource, id, meta };
@@ -408,18 +406,7 @@ export class LedgeredRepository {
     }
     const current = await this.readVerified(resourceType, id);
     if (current.deleted) throw new HlError('deleted', `${resourceType}/${id} was deleted`);
-    const document = resourceOf(current) as Resource;
-    let patched: Resource;
-    try {
-      patched = jsonPatch.applyPatch(document, operations as jsonPatch.Operation[], true, false).newDocument as Resource;
-    } catch (err) {
-      const name = (err as { name?: string }).name ?? 'error';
-      const index = (err as { index?: number }).index;
-      throw new HlError('processing', `JSON Patch operation ${index ?? '?'} cannot be applied (${name})`);
-    }
-    if (patched?.resourceType !== resourceType || patched.id !== id) {
-      throw new HlError('processing', 'a JSON Patch may not change the resourceType or id');
-    }
+    const patched = applyJsonPatch(resourceOf(current) as Resource, operations);
     return this.update(resourceType, id, patched, ifMatch ?? current.versionId);
   }
 
