@@ -256,6 +256,78 @@ describe('FHIR bad input: 4xx OperationOutcome, nothing stored', () => {
   });
 });
 
+describe('commitments of a transaction', () => {
+  it("commits a transaction's versions of one patient in one leaf, each $proof verifying its own commitment", async () => {
+    const before = ledgerSize();
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { fullUrl: 'urn:uuid:3f1c2a90-0000-4000-8000-000000000001', resource: patient, request: { method: 'POST', url: 'Patient' } },
+        ...[1, 2, 3].map((n) => ({
+          resource: { resourceType: 'Observation', status: 'final', code: { text: `reading ${n}` }, subject: { reference: 'urn:uuid:3f1c2a90-0000-4000-8000-000000000001' } },
+          request: { method: 'POST', url: 'Observation' },
+        })),
+        { resource: { resourceType: 'Organization', name: 'Larkspur Lab' }, request: { method: 'POST', url: 'Organization' } },
+      ],
+    };
+    const r = await call('POST', '/fhir', bundle);
+    expect(r.status).toBe(200);
+    // The patient's four versions share a leaf; the Organization (in no compartment) has its own.
+    expect(ledgerSize() - before).toBe(2);
+    const members = (await (await fetch(`${running.url}/ledger/members`)).json()) as any;
+    const leaves = new Set<string>();
+    for (const e of r.json.entry as { response: { location: string } }[]) {
+      const path = `/fhir/${e.response.location.replace(/^.*\/fhir\//, '')}`;
+      const [, , type, rid, , vid] = path.split('/');
+      const vread = await call('GET', path);
+      const p = await call('GET', `${path}/$proof`);
+      expect(p.status).toBe(200);
+      const param = (name: string) => p.json.parameter.filter((x: { name: string }) => x.name === name);
+      const b64 = (s: string) => Uint8Array.from(Buffer.from(s, 'base64'));
+      const leaf = b64(param('leaf')[0].valueBase64Binary);
+      const body = JSON.parse(Buffer.from(leaf).toString('utf8')).body;
+      const mine = (body.versions ?? [body]).filter((v: { resourceType: string; id: string; versionId: string }) => v.resourceType === type && v.id === rid && v.versionId === vid);
+      expect(mine).toHaveLength(1);
+      expect(mine[0].commitment).toBe(createHash('sha256').update(b64(param('salt')[0].valueBase64Binary)).update(vread.text).digest('hex'));
+      expect(body.versions?.length ?? 1).toBe(type === 'Organization' ? 1 : 4);
+      const cp = verifyCheckpoint(param('checkpoint')[0].valueString, members.members.map((m: { verifierKey: string }) => m.verifierKey));
+      verifyInclusion(BigInt(param('leafIndex')[0].valueInteger64), cp.treeSize, leafHash(leaf), param('proof').map((x: { valueBase64Binary: string }) => b64(x.valueBase64Binary)), cp.rootHash);
+      leaves.add(param('leafIndex')[0].valueInteger64);
+    }
+    expect(leaves.size).toBe(2);
+  });
+
+  it('refuses to return a version whose commitment inside a shared leaf was changed, and only that one', async () => {
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { fullUrl: 'urn:uuid:3f1c2a90-0000-4000-8000-000000000002', resource: patient, request: { method: 'POST', url: 'Patient' } },
+        { resource: { resourceType: 'Observation', status: 'final', code: { text: 'pulse' }, subject: { reference: 'urn:uuid:3f1c2a90-0000-4000-8000-000000000002' } }, request: { method: 'POST', url: 'Observation' } },
+      ],
+    };
+    const r = await call('POST', '/fhir', bundle);
+    const [patientPath, observationPath] = (r.json.entry as { response: { location: string } }[]).map((e) => `/fhir/${e.response.location.replace(/^.*\/fhir\//, '').split('/_history')[0]!}`);
+    const observationId = observationPath!.split('/')[3]!;
+    const db = new Database(`${work.path}/ledger.sqlite`);
+    try {
+      const txId = (db.prepare("SELECT tx_id FROM record_version WHERE resource_type = 'Observation' AND id = ?").get(observationId) as { tx_id: string }).tx_id;
+      const tx = db.prepare('SELECT bytes FROM ledger_tx WHERE tx_id = ?').get(txId) as { bytes: Buffer };
+      const text = tx.bytes.toString('utf8');
+      const at = text.indexOf('"commitment":"', text.indexOf(`"id":"${observationId}"`) - 90) + 14;
+      expect(text.slice(at - 200, at + 200)).toContain(observationId);
+      db.prepare('UPDATE ledger_tx SET bytes = ? WHERE tx_id = ?').run(Buffer.from(text.slice(0, at) + (text[at] === '0' ? '1' : '0') + text.slice(at + 1)), txId);
+    } finally {
+      db.close();
+    }
+    const observation = await call('GET', `${observationPath}`);
+    expect(observation.status).toBe(500);
+    expect(observation.json.issue[0].diagnostics).toMatch(/does not match its ledger commitment/);
+    expect((await call('GET', `${patientPath}`)).status).toBe(200);
+  });
+});
+
 describe('tampering with stored records', () => {
   it('refuses to return a record whose ciphertext was changed, and one whose commitment was changed', async () => {
     const a = (await call('POST', '/fhir/Patient', patient)).json;

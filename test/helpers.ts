@@ -38,6 +38,19 @@ export function commitBody(i: number): Record<string, unknown> {
   };
 }
 
+/**
+ * How many record versions the ledger entries from leaf `from` on commit: a `record.commit` leaf carries one
+ * version's commitment, or several (`versions`) when a write stored several versions of one patient.
+ */
+export function committedVersions(store: { entry(leafIndex: number): Uint8Array | null }, from: number, to: number): number {
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const tx = JSON.parse(Buffer.from(store.entry(i)!).toString('utf8')) as { type: string; body: { versions?: unknown[] } };
+    if (tx.type === 'record.commit') n += tx.body.versions?.length ?? 1;
+  }
+  return n;
+}
+
 /** Runs the built CLI without blocking this process (for tests that serve HTTP in-process). */
 export function runCliAsync(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolve) => {

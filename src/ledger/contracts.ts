@@ -303,23 +303,58 @@ const rules: Record<string, Rule> = {
     const body = tx.envelope.body;
     const signer = signerMember(tx, state, issues);
     if (signer) checkSignature(tx, signer, scope);
-    for (const k of ['resourceType', 'id', 'versionId'] as const) {
-      if (typeof body[k] !== 'string' || !fhirId.test(body[k] as string)) issues.push(issue(`body.${k}`, 'must be an id'));
-    }
     // A pseudonymous patient id, absent for resources outside any patient compartment.
     if (body.patient !== undefined && (typeof body.patient !== 'string' || !fhirId.test(body.patient))) {
       issues.push(issue('body.patient', 'must be a pseudonymous patient id'));
     }
-    if (typeof body.commitment !== 'string' || !hex64.test(body.commitment)) {
-      issues.push(issue('body.commitment', 'must be a hex SHA-256 commitment'));
+    if (body.versions === undefined) {
+      checkVersionCommitment(body, 'body', ['patient', ...versionMembers], issues);
+      return;
     }
-    if (body.labels !== undefined && (!Array.isArray(body.labels) || !body.labels.every((l) => typeof l === 'string' && fhirId.test(l)))) {
-      issues.push(issue('body.labels', 'must be a list of security label codes'));
+    for (const k of Object.keys(body)) if (k !== 'patient' && k !== 'versions') issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+    const versions = body.versions;
+    if (!Array.isArray(versions) || versions.length === 0 || versions.length > maxCommitVersions) {
+      issues.push(issue('body.versions', `must be a list of 1 to ${maxCommitVersions} version commitments`));
+      return;
     }
-    const allowed = new Set(['patient', 'resourceType', 'id', 'versionId', 'commitment', 'labels']);
-    for (const k of Object.keys(body)) if (!allowed.has(k)) issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+    const seen = new Set<string>();
+    versions.forEach((v: unknown, i) => {
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+        issues.push(issue(`body.versions[${i}]`, 'must be an object'));
+        return;
+      }
+      const entry = v as Record<string, unknown>;
+      checkVersionCommitment(entry, `body.versions[${i}]`, versionMembers, issues);
+      const key = `${String(entry.resourceType)}/${String(entry.id)}/${String(entry.versionId)}`;
+      if (seen.has(key)) issues.push(issue(`body.versions[${i}]`, 'commits a version already committed by this tx'));
+      seen.add(key);
+    });
   },
 };
+
+/** The members of one version's commitment in a `record.commit` tx. */
+const versionMembers = ['resourceType', 'id', 'versionId', 'commitment', 'labels'];
+
+/**
+ * Versions one `record.commit` may carry: a transaction's versions of one patient share one signed tx (and
+ * one leaf), so ingest pays one signature per patient and batch rather than per resource. 250 typical
+ * version commitments (~170 bytes each) stay well inside `maxTxBytes`.
+ */
+export const maxCommitVersions = 250;
+
+/** Checks one version's commitment (`resourceType`, `id`, `versionId`, `commitment`, `labels`) at `at`. */
+function checkVersionCommitment(v: Record<string, unknown>, at: string, allowed: readonly string[], issues: Issue[]): void {
+  for (const k of ['resourceType', 'id', 'versionId'] as const) {
+    if (typeof v[k] !== 'string' || !fhirId.test(v[k] as string)) issues.push(issue(`${at}.${k}`, 'must be an id'));
+  }
+  if (typeof v.commitment !== 'string' || !hex64.test(v.commitment)) {
+    issues.push(issue(`${at}.commitment`, 'must be a hex SHA-256 commitment'));
+  }
+  if (v.labels !== undefined && (!Array.isArray(v.labels) || !v.labels.every((l) => typeof l === 'string' && fhirId.test(l)))) {
+    issues.push(issue(`${at}.labels`, 'must be a list of security label codes'));
+  }
+  for (const k of Object.keys(v)) if (!allowed.includes(k)) issues.push(issue(`${at}.${k}`, `unknown member "${k}"`));
+}
 
 /** True when the ledger has validation rules for `type`. */
 export function isKnownTxType(type: string): boolean {

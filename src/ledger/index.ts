@@ -16,6 +16,7 @@ export {
   type Approval,
   type OrgDescriptor,
   type TxContext,
+  maxCommitVersions,
 } from './contracts.js';
 export { Ledger, nodeHasher, type LedgerSigner, type TxReceipt } from './ledger.js';
 export * as merkle from './merkle/index.js';

@@ -98,6 +98,12 @@ function commitBody(extra: Record<string, unknown> = {}): Record<string, unknown
   };
 }
 
+/** A commit body's version part (what a batched `record.commit` lists). */
+function versionOf(body: Record<string, unknown>): Record<string, unknown> {
+  const { patient: _patient, ...version } = body;
+  return version;
+}
+
 function commitTx(org: Org, options: { body?: Record<string, unknown>; time?: number } = {}): ParsedTx {
   return signTx(
     { type: 'record.commit', body: options.body ?? commitBody(), signer: orgSigner(org), time: iso(options.time ?? T0) },
@@ -417,6 +423,45 @@ describe('Ledger invalid txs', () => {
       error: /body\.id: must be an id/,
       code: 'invalid',
     },
+    {
+      name: 'a batched record.commit with no versions',
+      make: () => commitTx(a, { body: { patient: 'pat-abc', versions: [] } }).bytes,
+      error: /body\.versions: must be a list of 1 to 250 version commitments/,
+      code: 'invalid',
+    },
+    {
+      name: 'a batched record.commit with more versions than a tx may carry',
+      make: () => commitTx(a, { body: { patient: 'pat-abc', versions: Array.from({ length: 251 }, () => versionOf(commitBody())) } }).bytes,
+      error: /body\.versions: must be a list of 1 to 250/,
+      code: 'invalid',
+    },
+    {
+      name: 'a batched record.commit with one bad commitment among good ones',
+      make: () => commitTx(a, { body: { versions: [versionOf(commitBody()), versionOf(commitBody({ commitment: 'AB'.repeat(32) }))] } }).bytes,
+      error: /body\.versions\[1\]\.commitment: must be a hex SHA-256 commitment/,
+      code: 'invalid',
+    },
+    {
+      name: 'a batched record.commit that commits one version twice',
+      make: () => {
+        const v = versionOf(commitBody());
+        return commitTx(a, { body: { versions: [v, { ...v, commitment: randomBytes(32).toString('hex') }] } }).bytes;
+      },
+      error: /body\.versions\[1\]: commits a version already committed by this tx/,
+      code: 'invalid',
+    },
+    {
+      name: 'a batched record.commit with a member beside versions',
+      make: () => commitTx(a, { body: { versions: [versionOf(commitBody())], resourceType: 'Observation' } }).bytes,
+      error: /unknown member "resourceType"/,
+      code: 'invalid',
+    },
+    {
+      name: 'a batched record.commit whose version has a patient of its own',
+      make: () => commitTx(a, { body: { versions: [commitBody()] } }).bytes,
+      error: /body\.versions\[0\]\.patient: unknown member "patient"/,
+      code: 'invalid',
+    },
   ];
 
   it.each(cases)('keeps $name in its block as invalid, with an error naming it, and gives it no leaf', ({ make, error }) => {
@@ -466,6 +511,18 @@ describe('Ledger invalid txs', () => {
     expect(s.ledger.treeSize).toBe(2);
     // Admission is not inclusion: the same tx is still accepted when its block comes.
     expect(applyNext(s.ledger, [tx])[0]!.valid).toBe(true);
+  });
+
+  it('accepts a batched record.commit of 1 and of 250 versions of one patient as one leaf each', () => {
+    const s = setup();
+    const one = commitTx(a, { body: { patient: 'pat-abc', versions: [versionOf(commitBody())] } });
+    const many = commitTx(a, { body: { patient: 'pat-abc', versions: Array.from({ length: 250 }, () => versionOf(commitBody({ labels: ['R'] }))) } });
+    const receipts = applyNext(s.ledger, [one, many]);
+    expect(receipts.map((r) => [r.valid, r.leafIndex])).toEqual([
+      [true, 2],
+      [true, 3],
+    ]);
+    expect(toHex(entryAt(s.store, 3))).toBe(toHex(many.bytes));
   });
 
   it('accepts a tx time up to 5 minutes after the block time and rejects one a millisecond later', () => {

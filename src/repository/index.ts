@@ -7,6 +7,7 @@ export {
   LedgeredRepository,
   resourceOf,
   type RecordCommitBody,
+  type VersionCommitment,
   type RecordCommitter,
   type RepositoryDeps,
   type Resource,

@@ -8,20 +8,32 @@ import { randomUUID } from 'node:crypto';
 import { HlError, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
 import { matchesSearch, parseBundleEntry, planSearch, referencesOf, searchIndexOf, sortMatches, type BundleEntryRequest, type SearchPlan } from '../fhir/index.js';
-import { parseTx, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
+import { maxCommitVersions, maxTxBytes, parseTx, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
 import { applyJsonPatch, BundleProcessor, checkIfMatch, outsideBundle, type BatchEntryResult, type BundleEntryResult } from './bundle-processor.js';
 
 /** A FHIR resource as JSON. */
 export type Resource = { resourceType: string; id?: string; meta?: Record<string, unknown> } & Record<string, unknown>;
 
-/** The body of a `record.commit` tx (DESIGN.md §3). Pseudonymous ids only. */
-export interface RecordCommitBody {
-  patient?: string;
+/** One version's commitment in a `record.commit` tx (DESIGN.md §3). */
+export interface VersionCommitment {
   resourceType: string;
   id: string;
   versionId: string;
+  /** Hex `SHA-256(salt || RFC 8785 bytes of the version)`. */
   commitment: string;
   labels?: string[];
+}
+
+/**
+ * The body of a `record.commit` tx (DESIGN.md §3), pseudonymous ids only: one version's commitment, or
+ * (`versions`) the commitments of several versions of one patient written together, so that a transaction
+ * Bundle pays one signature and one leaf per patient instead of one per resource.
+ */
+export type RecordCommitBody = { patient?: string } & (VersionCommitment | { versions: VersionCommitment[] });
+
+/** The version commitments a `record.commit` body carries, in either form. */
+export function commitmentsOf(body: RecordCommitBody): VersionCommitment[] {
+  return 'versions' in body ? body.versions : [body];
 }
 
 /** Signs and orders `record.commit` txs for this node (supplied by the composition root). */
@@ -86,7 +98,9 @@ interface PreparedVersion {
   content: Uint8Array;
   salt: Uint8Array;
   meta: { versionId: string; lastUpdated: string };
-  body: RecordCommitBody;
+  /** The pseudonym the commitment names, if the version is in a patient compartment. */
+  pseudonym: string | null;
+  commitment: VersionCommitment;
 }
 
 /** What a search found (FHIR search.html). */
@@ -179,15 +193,14 @@ export class LedgeredRepository {
     const salt = generateSalt();
     const meta = version.meta as { versionId: string; lastUpdated: string; security?: { code?: string }[] };
     const labels = (meta.security ?? []).map((s) => s.code).filter((c): c is string => typeof c === 'string' && fhirId.test(c));
-    const body: RecordCommitBody = {
-      ...(patient ? { patient: this.deps.pseudonymOf(patient) } : {}),
+    const commitment: VersionCommitment = {
       resourceType: version.resourceType,
       id: version.id!,
       versionId: meta.versionId,
       commitment: commitmentOf(salt, content),
       ...(labels.length > 0 ? { labels } : {}),
     };
-    return { version, patient, deleted, content, salt, meta, body };
+    return { version, patient, deleted, content, salt, meta, pseudonym: patient ? this.deps.pseudonymOf(patient) : null, commitment };
   }
 
   private async flush(): Promise<void> {
@@ -220,8 +233,45 @@ export class LedgeredRepository {
     }
   }
 
+  /**
+   * The `record.commit` bodies of a group: its versions of one patient (or of none) share a body, up to
+   * the ledger's limit; `txOf[i]` is the body that commits `prepared[i]`.
+   */
+  private commitBodies(prepared: readonly PreparedVersion[]): { bodies: RecordCommitBody[]; txOf: number[] } {
+    const byPatient = new Map<string | null, number[]>();
+    prepared.forEach((p, i) => {
+      const list = byPatient.get(p.pseudonym);
+      if (list) list.push(i);
+      else byPatient.set(p.pseudonym, [i]);
+    });
+    const bodies: RecordCommitBody[] = [];
+    const txOf: number[] = [];
+    for (const [pseudonym, all] of byPatient) {
+      const patient = pseudonym === null ? {} : { patient: pseudonym };
+      let chunk: number[] = [];
+      let bytes = 0;
+      const close = () => {
+        const versions = chunk.map((i) => prepared[i]!.commitment);
+        for (const i of chunk) txOf[i] = bodies.length;
+        bodies.push(versions.length === 1 ? { ...patient, ...versions[0]! } : { ...patient, versions });
+        chunk = [];
+        bytes = 0;
+      };
+      for (const i of all) {
+        // Labels make a commitment longer than usual: keep each tx well inside maxTxBytes.
+        const size = JSON.stringify(prepared[i]!.commitment).length;
+        if (chunk.length > 0 && (chunk.length === maxCommitVersions || bytes + size > maxTxBytes / 2)) close();
+        chunk.push(i);
+        bytes += size;
+      }
+      close();
+    }
+    return { bodies, txOf };
+  }
+
   private async commitGroup(prepared: PreparedVersion[]): Promise<ServedVersion[]> {
-    const txs = this.deps.committer.sign(prepared.map((p) => p.body));
+    const { bodies, txOf } = this.commitBodies(prepared);
+    const txs = this.deps.committer.sign(bodies);
     await this.deps.store.writeVersions(
       prepared.map((p, i) => ({
         resourceType: p.version.resourceType,
@@ -233,7 +283,7 @@ export class LedgeredRepository {
         content: p.content,
         salt: p.salt,
         status: 'pending' as const,
-        txId: txs[i]!.id,
+        txId: txs[txOf[i]!]!.id,
         ...(p.deleted ? {} : { index: searchIndexOf(p.version) }),
       })),
     );
@@ -536,7 +586,7 @@ export class LedgeredRepository {
 
   /**
    * Everything needed to prove a version untampered (DESIGN.md §9 `$proof`): the leaf (the signed
-   * `record.commit` tx carrying the commitment), the salt, an inclusion proof and the checkpoint it verifies
+   * `record.commit` tx carrying the commitment, alone or among `versions` of the same patient), the salt, an inclusion proof and the checkpoint it verifies
    * against. Checks, before answering, that the stored bytes still match the commitment.
    */
   async proof(resourceType: string, id: string, versionId: string): Promise<VersionProof> {
@@ -576,15 +626,8 @@ export class LedgeredRepository {
     if (!v.txId) return null;
     const tx = this.deps.ledger.store.txById(v.txId);
     const body = tx?.valid ? (parseTx(tx.bytes).envelope.body as unknown as RecordCommitBody) : null;
-    if (
-      !tx ||
-      !body ||
-      tx.leafIndex === null ||
-      body.commitment !== commitmentOf(v.salt, v.content) ||
-      body.resourceType !== v.resourceType ||
-      body.id !== v.id ||
-      body.versionId !== v.versionId
-    ) {
+    const committed = body ? commitmentsOf(body).find((c) => c.resourceType === v.resourceType && c.id === v.id && c.versionId === v.versionId) : undefined;
+    if (!tx || !committed || tx.leafIndex === null || committed.commitment !== commitmentOf(v.salt, v.content)) {
       throw new HlError('integrity', `integrity failure: ${v.resourceType}/${v.id}/_history/${v.versionId} does not match its ledger commitment`);
     }
     return tx as StoredTx & { leafIndex: number };
