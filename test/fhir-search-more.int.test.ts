@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initNode, issueAdminToken, startNode, type RunningNode } from '../src/node.js';
 import { startPostgresCluster, type PostgresCluster } from './postgres-cluster.js';
-import { tempDir } from './helpers.js';
+import { commitmentIn, tempDir } from './helpers.js';
 
 type Json = Record<string, any>;
 
@@ -436,7 +436,7 @@ function suite(backend: 'sqlite' | 'postgres') {
       const param = (name: string) => proof.parameter.find((x: Json) => x.name === name);
       const tx = JSON.parse(Buffer.from(param('leaf').valueBase64Binary, 'base64').toString('utf8'));
       const commitment = createHash('sha256').update(Buffer.from(param('salt').valueBase64Binary, 'base64')).update(vread.text).digest('hex');
-      expect(tx.body.commitment).toBe(commitment);
+      expect(commitmentIn(tx, `Patient/${p.id}/_history/1`)).toBe(commitment);
     });
 
     it('_total=none leaves the total out; estimate and accurate give it', async () => {

@@ -51,6 +51,17 @@ export function committedVersions(store: { entry(leafIndex: number): Uint8Array 
   return n;
 }
 
+/**
+ * The commitment a `record.commit` leaf (parsed JSON) holds for `Type/id/_history/vid`: its body's own, or
+ * the matching one of its `versions`; undefined when it commits no such version.
+ */
+export function commitmentIn(tx: { body: Record<string, unknown> }, ref: string): string | undefined {
+  const [resourceType, id, , versionId] = ref.replace(/^.*\/fhir\//, '').split('/');
+  const versions = (tx.body.versions as Record<string, unknown>[] | undefined) ?? [tx.body];
+  const found = versions.filter((v) => v.resourceType === resourceType && v.id === id && v.versionId === versionId);
+  return found.length === 1 ? (found[0]!.commitment as string) : undefined;
+}
+
 /** Runs the built CLI without blocking this process (for tests that serve HTTP in-process). */
 export function runCliAsync(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolve) => {

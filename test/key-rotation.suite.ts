@@ -17,7 +17,7 @@ import { kekIdOf, unwrapKey } from '../src/crypto/index.js';
 import { generatePatientBundle } from '../src/synth/index.js';
 import { leafHash, verifyCheckpoint, verifyInclusion } from '../src/ledger/verify.js';
 import { HlError } from '../src/kernel/index.js';
-import { repoRoot, runCli, runCliAsync, tempDir } from './helpers.js';
+import { commitmentIn, repoRoot, runCli, runCliAsync, tempDir } from './helpers.js';
 
 /** Patients created besides the synthetic ones: enough data keys that a rotation reports progress mid-way. */
 const extraPatients = 400;
@@ -235,7 +235,7 @@ export function runKeyRotationSuite(backend: KeyRotationBackend): void {
           const leaf = b64(param('leaf')[0].valueBase64Binary);
           const salt = b64(param('salt')[0].valueBase64Binary);
           const tx = JSON.parse(Buffer.from(leaf).toString('utf8'));
-          expect(tx.body.commitment).toBe(createHash('sha256').update(salt).update(text).digest('hex'));
+          expect(commitmentIn(tx, ref)).toBe(createHash('sha256').update(salt).update(text).digest('hex'));
           const checkpoint = verifyCheckpoint(param('checkpoint')[0].valueString, verifierKeys);
           verifyInclusion(
             BigInt(param('leafIndex')[0].valueInteger64),
