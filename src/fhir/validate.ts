@@ -17,6 +17,7 @@ import {
 import type { ElementDefinitionBinding, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 import type { Issue } from '../kernel/index.js';
 import { canonicalUrl, loadDefinitions } from './definitions.js';
+import { validateFast } from './fast-validate.js';
 import type { IssueType } from './outcome.js';
 import { isResourceType } from './resource-types.js';
 import {
@@ -478,8 +479,21 @@ function issue(expression: string, issueType: IssueType, message: string): FhirI
  * syntax and nested resources. Never throws for bad input: a non-object, an unknown `resourceType` or
  * JSON nested deeper than 128 levels yields one issue. Loads the definitions on first use; after that,
  * pure (no clock, no I/O). Does not modify `resource`.
+ *
+ * The compiled fast path (`fast-validate.ts`) vouches for most valid resources at a fraction of the cost;
+ * everything it does not vouch for, every invalid resource included, takes `validateResourceFully`, so the
+ * answer is always the full validator's.
  */
 export function validateResource(resource: unknown): FhirIssue[] {
+  if (validateFast(resource).kind === 'valid') return [];
+  return validateResourceFully(resource);
+}
+
+/**
+ * `validateResource` without the fast path: @medplum/core's validator plus our own walk, every time. The
+ * reference the fast path is checked against (fast-validate.test.ts) and measured against.
+ */
+export function validateResourceFully(resource: unknown): FhirIssue[] {
   if (!isPlainObject(resource)) {
     return [{ code: 'invalid', issueType: 'structure', message: `A resource must be a JSON object, not ${jsonKind(resource)}` }];
   }
