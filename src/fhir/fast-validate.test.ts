@@ -413,3 +413,17 @@ describe('the fast path on each kind of problem', () => {
     expect(validateFast(clone(resource)).kind).toBe('undecided');
   });
 });
+
+describe('the invariants the fast path leaves out', () => {
+  // The fast path skips exactly the constraint keys @medplum/core skips (ele-1, dom-3, org-1, sdf-19). Should a
+  // later @medplum/core evaluate one of them, these resources would become invalid and this test would fail
+  // before the fast path could vouch for a resource the full path rejects.
+  it.each<[string, Json]>([
+    ['ele-1 (an element with only an id)', { resourceType: 'Patient', id: 'p1', name: [{ id: 'n1' }] }],
+    ['dom-3 (a contained resource nothing refers to)', { resourceType: 'Patient', id: 'p1', contained: [{ resourceType: 'Patient', id: 'c1', active: true }] }],
+    ['org-1 (an Organization without name or identifier)', { resourceType: 'Organization', id: 'o1', active: true }],
+  ])('%s: the full path accepts it and the fast path vouches for it', (_name, resource) => {
+    expect(describeIssues(resource)).toEqual([]);
+    expect(validateFast(clone(resource))).toEqual({ kind: 'valid' });
+  });
+});
