@@ -87,8 +87,11 @@ interface CompiledElement {
   readonly constraints: readonly ConstraintCheck[];
   /** True when an invariant needs the value as @medplum/core builds it (a primitive merged with `_name`). */
   readonly constrainedPrimitive: boolean;
-  /** Set when the fast path does not model this element (fixed value, pattern, slicing, unknown type). */
-  readonly unsupported?: string;
+  /**
+   * Set when the fast path does not model this element (fixed value, pattern, slicing, unknown type): its
+   * JSON names stay known, so that a resource using it goes to the full path rather than being vouched for.
+   */
+  unsupported?: string;
 }
 
 interface Property {
@@ -279,7 +282,6 @@ function compileElement(
     isArray: element.isArray === true,
     constraints,
     constrainedPrimitive: constraints.length > 0 && element.type.some((t) => t.code in fhirTypeToJsType),
-    ...(unsupported ? { unsupported } : {}),
   };
   const names: string[] = [];
   for (const type of element.type) {
@@ -306,12 +308,7 @@ function compileElement(
     }
   }
   if (unsupported !== undefined) {
-    // Keep the names known (so presence of the element sends the resource to the full path) but never vouch.
-    const reason = `${schema.name}.${key}: ${unsupported}`;
-    for (const name of names) {
-      const property = properties.get(name)!;
-      properties.set(name, { ...property, checkItem: () => reason });
-    }
+    compiled.unsupported = `${compiled.name}: ${unsupported}`;
     return element.min > 0 ? undefined : names;
   }
   return names;
@@ -440,6 +437,7 @@ function checkObject(obj: Record<string, unknown>, type: CompiledType, walk: Wal
 /** Cardinality, array shape and pairing with `_name`, then each value and the element's invariants. */
 function checkProperty(parent: Record<string, unknown>, value: unknown, property: Property, walk: Walk, depth: number): Miss {
   const { element } = property;
+  if (element.unsupported !== undefined) return element.unsupported;
   const partner = property.partner === undefined ? undefined : parent[property.partner];
   // @medplum/core evaluates such an invariant on the primitive merged with its extension: not modelled.
   if (element.constrainedPrimitive && (partner !== undefined || property.isPrimitiveExtension)) {
