@@ -16,10 +16,21 @@ import {
 } from '@medplum/core';
 import type { ElementDefinitionBinding, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 import type { Issue } from '../kernel/index.js';
-import { loadDefinitions, terminology } from './definitions.js';
+import { canonicalUrl, loadDefinitions } from './definitions.js';
+import { validateFast } from './fast-validate.js';
 import type { IssueType } from './outcome.js';
 import { isResourceType } from './resource-types.js';
-import { ValueSetExpander } from './value-sets.js';
+import {
+  idPattern,
+  isCodeAllowed,
+  isCodingAllowed,
+  isConceptAllowed,
+  isPlainObject,
+  maxDepth,
+  narrativeProblem,
+  referenceProblem,
+} from './value-rules.js';
+import { sharedValueSetExpander, type ValueSetExpander } from './value-sets.js';
 
 /**
  * A validation issue: kernel's `Issue` (code always `invalid`) plus the finer FHIR IssueType
@@ -32,33 +43,6 @@ import { ValueSetExpander } from './value-sets.js';
 export interface FhirIssue extends Issue {
   issueType: IssueType;
 }
-
-/** FHIR `id` (datatypes.html#id). */
-const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
-const idChars = '[A-Za-z0-9\\-.]{1,64}';
-/** `Type/id` and `Type/id/_history/vid` (references.html#literal). */
-const relativeReference = new RegExp(`^([A-Za-z]+)/${idChars}(?:/_history/${idChars})?$`);
-/** `Type?search` (conditional references in transactions, http.html#trules). */
-const conditionalReference = /^([A-Za-z]+)\?\S+$/;
-/** A reference to a contained resource (`#id`) or to the container (`#`). */
-const localReference = new RegExp(`^#(?:${idChars})?$`);
-const absoluteUri = /^[A-Za-z][A-Za-z0-9+.-]*:\S+$/;
-const uuidUri = /^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
-const oidUri = /^urn:oid:[0-2](\.(0|[1-9]\d*))+$/;
-const httpUrl = /^https?:\/\/[^\s/]+/;
-
-/** Narrative.div: one XHTML <div> in the XHTML namespace (narrative.html#xhtml, constraint txt-1). */
-const xhtmlDivStart = /^\s*<div(\s[^>]*)?>/;
-const xhtmlNamespace = /\sxmlns\s*=\s*(["'])http:\/\/www\.w3\.org\/1999\/xhtml\1/;
-/** Active content narrative.html#xhtml forbids: scripts, frames, forms, objects, event handler attributes. */
-const xhtmlActiveContent =
-  /<\s*(script|iframe|frame|frameset|object|embed|applet|form|input|button|textarea|select|style|link|meta|base)\b|\son[a-z]+\s*=/i;
-
-/**
- * Deeper JSON is refused before any recursive walk, so that no input can overflow the stack (a 1 MB body
- * can nest ~100k levels). Real resources stay far below: a Questionnaire ten items deep is ~25 levels.
- */
-const maxDepth = 128;
 
 /** True when `value` nests objects and arrays deeper than `limit` levels (iterative, cycle-safe). */
 function nestsDeeperThan(value: unknown, limit: number): boolean {
@@ -141,10 +125,6 @@ function isUnknownMissedByMedplum(schema: InternalTypeSchema, key: string): bool
 
 function jsonKind(value: unknown): string {
   return value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** A place in the resource replaced (array item) or removed (property) in the copy given to @medplum/core. */
@@ -275,7 +255,10 @@ class SchemaWalker {
         this.report(path, 'value', 'String must contain non-whitespace content');
         return;
       }
-      if (typeCode === 'xhtml') this.checkXhtml(value, path);
+      if (typeCode === 'xhtml') {
+        const problem = narrativeProblem(value);
+        if (problem) this.report(path, 'value', problem);
+      }
       if (element.binding?.strength === 'required') this.checkCode(value, element.binding, path);
       return;
     }
@@ -326,91 +309,33 @@ class SchemaWalker {
     }
   }
 
-  private checkXhtml(div: string, path: string): void {
-    const start = xhtmlDivStart.exec(div);
-    if (!start || !xhtmlNamespace.test(start[0])) {
-      this.report(path, 'value', 'Narrative div must be a <div> element in the XHTML namespace (http://www.w3.org/1999/xhtml)');
-    } else if (xhtmlActiveContent.test(div)) {
-      this.report(path, 'value', 'Narrative div must not contain active content (scripts, forms, frames, event handlers)');
-    }
-  }
-
   private checkCode(code: string, binding: ElementDefinitionBinding, path: string): void {
     if (!binding.valueSet) return;
-    const expansion = this.valueSets.expand(binding.valueSet);
-    const ok =
-      expansion.kind === 'enumerated'
-        ? expansion.codes.has(code)
-        : expansion.kind === 'pattern'
-          ? expansion.pattern.test(code)
-          : true;
-    if (!ok) this.report(path, 'code-invalid', `Code is not in the required value set ${valueSetName(binding.valueSet)}`);
-  }
-
-  private codingMatches(coding: Record<string, unknown>, valueSet: string): boolean | undefined {
-    const code = coding['code'];
-    if (typeof code !== 'string') return undefined;
-    const system = coding['system'];
-    const expansion = this.valueSets.expand(valueSet);
-    if (expansion.kind === 'not-enumerable') return true;
-    if (expansion.kind === 'pattern') return expansion.pattern.test(code);
-    return typeof system === 'string' ? expansion.systemCodes.has(`${system}|${code}`) : expansion.codes.has(code);
+    if (!isCodeAllowed(this.valueSets.expand(binding.valueSet), code)) {
+      this.report(path, 'code-invalid', `Code is not in the required value set ${canonicalUrl(binding.valueSet)}`);
+    }
   }
 
   private checkCoding(coding: Record<string, unknown>, binding: ElementDefinitionBinding, path: string): void {
     if (!binding.valueSet) return;
-    if (this.codingMatches(coding, binding.valueSet) === false) {
-      this.report(path, 'code-invalid', `Coding is not in the required value set ${valueSetName(binding.valueSet)}`);
+    if (isCodingAllowed(this.valueSets.expand(binding.valueSet), coding) === false) {
+      this.report(path, 'code-invalid', `Coding is not in the required value set ${canonicalUrl(binding.valueSet)}`);
     }
   }
 
-  /** terminologies.html#strength: for a CodeableConcept, a coding SHALL come from the value set. */
   private checkCodeableConcept(concept: Record<string, unknown>, binding: ElementDefinitionBinding, path: string): void {
     if (!binding.valueSet) return;
-    const codings = Array.isArray(concept['coding']) ? concept['coding'].filter(isPlainObject) : [];
-    if (codings.some((c) => this.codingMatches(c, binding.valueSet!) === true)) return;
-    if (this.valueSets.expand(binding.valueSet).kind === 'not-enumerable') return;
-    this.report(path, 'code-invalid', `No coding is in the required value set ${valueSetName(binding.valueSet)}`);
+    if (!isConceptAllowed(this.valueSets.expand(binding.valueSet), concept)) {
+      this.report(path, 'code-invalid', `No coding is in the required value set ${canonicalUrl(binding.valueSet)}`);
+    }
   }
 
-  /**
-   * references.html#literal: local, relative, conditional or absolute; a named resource type must exist in
-   * R4. Whether that type is one the element allows (its targetProfile) is not checked: @medplum/core only
-   * warns about it, and the official R4 example MedicationRequest/medrx0301 itself breaks it.
-   */
   private checkReference(reference: Record<string, unknown>, path: string): void {
     const ref = reference['reference'];
     if (typeof ref !== 'string' || ref.length === 0) return;
-    const refPath = `${path}.reference`;
-    if (ref.startsWith('#')) {
-      if (!localReference.test(ref)) {
-        this.report(refPath, 'value', 'Invalid reference: a local reference is # followed by the id of a contained resource');
-      }
-      return;
-    }
-    const typed = relativeReference.exec(ref) ?? conditionalReference.exec(ref);
-    if (typed) {
-      if (!isResourceType(typed[1])) this.report(refPath, 'value', 'Invalid reference: it does not start with an R4 resource type');
-      return;
-    }
-    if (absoluteUri.test(ref)) {
-      const lower = ref.slice(0, 9).toLowerCase();
-      const ok =
-        lower === 'urn:uuid:'
-          ? uuidUri.test(ref)
-          : lower.startsWith('urn:oid:')
-            ? oidUri.test(ref)
-            : !/^https?:/i.test(ref) || httpUrl.test(ref);
-      if (!ok) this.report(refPath, 'value', 'Invalid reference: malformed absolute URI');
-      return;
-    }
-    this.report(refPath, 'value', 'Invalid reference: expected #id, Type/id, Type/id/_history/vid, Type?search or an absolute URI');
+    const problem = referenceProblem(ref);
+    if (problem) this.report(`${path}.reference`, 'value', problem);
   }
-}
-
-function valueSetName(url: string): string {
-  const bar = url.indexOf('|');
-  return bar < 0 ? url : url.slice(0, bar);
 }
 
 function unknownResourceTypeMessage(resourceType: unknown): string {
@@ -548,16 +473,27 @@ function issue(expression: string, issueType: IssueType, message: string): FhirI
   return { code: 'invalid', issueType, expression, message };
 }
 
-let expander: ValueSetExpander | undefined;
-
 /**
  * Validates a FHIR R4 resource given as parsed JSON and returns every issue found (empty when valid):
  * structure and cardinality, primitive formats, invariants, required terminology bindings, reference
  * syntax and nested resources. Never throws for bad input: a non-object, an unknown `resourceType` or
  * JSON nested deeper than 128 levels yields one issue. Loads the definitions on first use; after that,
  * pure (no clock, no I/O). Does not modify `resource`.
+ *
+ * The compiled fast path (`fast-validate.ts`) vouches for most valid resources at a fraction of the cost;
+ * everything it does not vouch for, every invalid resource included, takes `validateResourceFully`, so the
+ * answer is always the full validator's.
  */
 export function validateResource(resource: unknown): FhirIssue[] {
+  if (validateFast(resource).kind === 'valid') return [];
+  return validateResourceFully(resource);
+}
+
+/**
+ * `validateResource` without the fast path: @medplum/core's validator plus our own walk, every time. The
+ * reference the fast path is checked against (fast-validate.test.ts) and measured against.
+ */
+export function validateResourceFully(resource: unknown): FhirIssue[] {
   if (!isPlainObject(resource)) {
     return [{ code: 'invalid', issueType: 'structure', message: `A resource must be a JSON object, not ${jsonKind(resource)}` }];
   }
@@ -572,12 +508,11 @@ export function validateResource(resource: unknown): FhirIssue[] {
     return [issue(resourceType, 'too-costly', `The resource nests deeper than ${maxDepth} levels`)];
   }
   loadDefinitions();
-  expander ??= new ValueSetExpander(terminology());
   const schema = tryGetDataType(resourceType);
   if (!schema) {
     return [issue('resourceType', 'not-supported', `No definition loaded for ${resourceType}`)];
   }
-  const walker = new SchemaWalker(expander);
+  const walker = new SchemaWalker(sharedValueSetExpander());
   walker.walkResource(resource, schema, resourceType);
   const checked = walker.repairs.length > 0 ? repairedCopy(resource, walker.repairs) : resource;
   const all = [...medplumIssues(resource, checked, walker.repairs, resourceType), ...walker.issues];

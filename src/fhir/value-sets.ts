@@ -7,7 +7,7 @@
  * as such, and for the two grammar-based ones a syntax check stands in for membership.
  */
 import type { CodeSystemConcept, ValueSet, ValueSetComposeInclude, ValueSetExpansionContains } from '@medplum/fhirtypes';
-import { canonicalUrl, type Terminology } from './definitions.js';
+import { canonicalUrl, terminology, type Terminology } from './definitions.js';
 
 /** The codes of a ValueSet, or why they cannot be listed. */
 export type ValueSetExpansion =
@@ -145,4 +145,15 @@ export class ValueSetExpander {
     const remaining = new Set([...into.systemCodes].map((sc) => sc.slice(sc.lastIndexOf('|') + 1)));
     for (const c of from.codes) if (!remaining.has(c)) into.codes.delete(c);
   }
+}
+
+let shared: ValueSetExpander | undefined;
+
+/**
+ * The process-wide expander over the loaded R4 terminology (loading the definitions first if needed), so that
+ * the full validator and its fast path share one cache of expansions.
+ */
+export function sharedValueSetExpander(): ValueSetExpander {
+  shared ??= new ValueSetExpander(terminology());
+  return shared;
 }
