@@ -113,16 +113,6 @@ function computeResolvedKey(schema: InternalTypeSchema, key: string): ResolvedKe
   return null;
 }
 
-/**
- * True for the unknown properties @medplum/core lets through, which we report ourselves. It tests
- * `key in elements` (and `_key` by `key`) on a plain object, so these pass: names inherited from
- * Object.prototype (`constructor`, `__proto__`, …), literal choice names (`value[x]`), `_name` beside a
- * complex element, and `resourceType` inside a non-resource object (skipped everywhere).
- */
-function isUnknownMissedByMedplum(schema: InternalTypeSchema, key: string): boolean {
-  return key === 'resourceType' || key in schema.elements || (key.startsWith('_') && key.slice(1) in schema.elements);
-}
-
 function jsonKind(value: unknown): string {
   return value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
 }
@@ -184,10 +174,13 @@ class SchemaWalker {
       const keyPath = `${path}.${key}`;
       const resolved = resolveKey(schema, key);
       if (!resolved) {
-        // @medplum/core reports every other unknown property itself.
-        if (isUnknownMissedByMedplum(schema, key)) {
-          this.report(keyPath, 'structure', `Invalid additional property "${key}"`);
-        }
+        // Reported here and kept from @medplum/core, which misses some: names inherited from Object.prototype
+        // (`constructor`), literal choice names (`value[x]`), `_name` beside a complex element, an unknown
+        // `valueFoo` beside a valid `valueQuantity`; and a numeric `value` at the root makes it take the whole
+        // resource for a Quantity.
+        this.steps.push(key);
+        this.reportAndRepair(keyPath, 'structure', `Invalid additional property "${key}"`, removed);
+        this.steps.pop();
         continue;
       }
       const value = obj[key];
@@ -271,6 +264,11 @@ class SchemaWalker {
     }
     if (typeCode === 'Resource') {
       this.visitNestedResource(value, path);
+      return;
+    }
+    if (!inArray && Object.keys(value).length === 0) {
+      // json.html: objects are never empty (ele-1). @medplum/core says so of an array item, not of a single value.
+      this.report(path, 'structure', 'Invalid empty non-primitive value');
       return;
     }
     if (element.binding?.strength === 'required') {
