@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { HlError, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
 import { matchesSearch, parseBundleEntry, planSearch, referencesOf, searchIndexOf, sortMatches, type BundleEntryRequest, type SearchPlan } from '../fhir/index.js';
-import { maxCommitVersions, maxTxBytes, parseTx, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
+import { maxCommitVersions, maxTxBytes, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
 import { applyJsonPatch, BundleProcessor, checkIfMatch, outsideBundle, type BatchEntryResult, type BundleEntryResult } from './bundle-processor.js';
 
 /** A FHIR resource as JSON. */
@@ -30,6 +30,24 @@ export interface VersionCommitment {
  * Bundle pays one signature and one leaf per patient instead of one per resource.
  */
 export type RecordCommitBody = { patient?: string } & (VersionCommitment | { versions: VersionCommitment[] });
+
+/**
+ * The body of a stored `record.commit` tx, or null when the bytes are not one. The ledger validated the tx
+ * when it applied it, so a read only decodes it (no canonicalization or signature check on the read path);
+ * bytes altered since then fail the commitment comparison or this decoding, and `verify` names them.
+ */
+function recordCommitBodyOf(bytes: Uint8Array): RecordCommitBody | null {
+  let tx: unknown;
+  try {
+    tx = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  } catch {
+    return null;
+  }
+  const t = tx as { type?: unknown; body?: { versions?: unknown } } | null;
+  if (typeof t !== 'object' || t === null || t.type !== 'record.commit' || typeof t.body !== 'object' || t.body === null) return null;
+  if (t.body.versions !== undefined && !Array.isArray(t.body.versions)) return null;
+  return t.body as RecordCommitBody;
+}
 
 /** The version commitments a `record.commit` body carries, in either form. */
 export function commitmentsOf(body: RecordCommitBody): VersionCommitment[] {
@@ -625,8 +643,10 @@ export class LedgeredRepository {
   private checkedCommitment(v: StoredVersion): (StoredTx & { leafIndex: number }) | null {
     if (!v.txId) return null;
     const tx = this.deps.ledger.store.txById(v.txId);
-    const body = tx?.valid ? (parseTx(tx.bytes).envelope.body as unknown as RecordCommitBody) : null;
-    const committed = body ? commitmentsOf(body).find((c) => c.resourceType === v.resourceType && c.id === v.id && c.versionId === v.versionId) : undefined;
+    const body = tx?.valid ? recordCommitBodyOf(tx.bytes) : null;
+    const committed = body
+      ? commitmentsOf(body).find((c) => typeof c === 'object' && c !== null && c.resourceType === v.resourceType && c.id === v.id && c.versionId === v.versionId)
+      : undefined;
     if (!tx || !committed || tx.leafIndex === null || committed.commitment !== commitmentOf(v.salt, v.content)) {
       throw new HlError('integrity', `integrity failure: ${v.resourceType}/${v.id}/_history/${v.versionId} does not match its ledger commitment`);
     }
