@@ -54,6 +54,8 @@ import type {
   VersionWrite,
 } from '../record-store.js';
 
+/** Index rows counted per criterion when ranking them (search planning); more are simply "many". */
+const termCountCap = 2000;
 const schema = `
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS store_dek (owner TEXT PRIMARY KEY, wrapped BLOB NOT NULL, kek_id TEXT NOT NULL);
@@ -178,6 +180,7 @@ export class SqliteRecordStore implements RecordStore {
       upsertCurrent: q(`INSERT INTO record_current (resource_type, id, seq, deleted) VALUES (?, ?, ?, ?)
         ON CONFLICT (resource_type, id) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted`),
       insertTerm: q('INSERT INTO record_index (term, seq) VALUES (?, ?)'),
+      countTerm: q(`SELECT count(*) FROM (SELECT 1 FROM record_index WHERE term = ? LIMIT ${termCountCap})`).pluck(),
       termsOf: q('SELECT terms FROM record_version WHERE seq = ?').pluck(),
       deleteTerm: q('DELETE FROM record_index WHERE term = ? AND seq = ?'),
       clearTerms: q('UPDATE record_version SET terms = NULL WHERE seq = ?'),
@@ -512,17 +515,34 @@ export class SqliteRecordStore implements RecordStore {
     requireResourceType(resourceType);
     if (criteria.length === 0) throw new HlError('invalid', 'a search needs at least one criterion');
     const terms = criteria.map((c) => this.terms.termsOfCriterion(resourceType, c));
-    const shape = terms.map((t) => t.length).join(',');
+    // The most selective criterion drives; the others are probed per candidate through the (term, seq) key,
+    // so a common code (every heart rate) costs nothing beyond the few rows of the patient's reference.
+    const sizes = terms.map((t) => this.boundedCount(t));
+    const driver = sizes.indexOf(Math.min(...sizes));
+    const others = terms.filter((_, i) => i !== driver);
+    const shape = `${terms[driver]!.length}|${others.map((t) => t.length).join(',')}`;
     let stmt = this.intersectStmts.get(shape);
     if (!stmt) {
-      const selects = terms.map(
-        (t) => `SELECT DISTINCT c.id FROM record_index i JOIN record_current c ON c.seq = i.seq WHERE i.term IN (${t.map(() => '?').join(', ')})`,
-      );
-      stmt = this.db.prepare(`${selects.join(' INTERSECT ')} ORDER BY 1`).pluck();
+      const list = (n: number) => Array.from({ length: n }, () => '?').join(', ');
+      const probes = others.map((t) => ` AND EXISTS (SELECT 1 FROM record_index x WHERE x.term IN (${list(t.length)}) AND x.seq = d.seq)`);
+      stmt = this.db
+        .prepare(`SELECT DISTINCT c.id FROM record_index d JOIN record_current c ON c.seq = d.seq WHERE d.term IN (${list(terms[driver]!.length)})${probes.join('')} ORDER BY 1`)
+        .pluck();
       if (this.intersectStmts.size < 256) this.intersectStmts.set(shape, stmt);
     }
-    return stmt.all(...terms.flat()) as string[];
+    return stmt.all(...terms[driver]!, ...others.flat()) as string[];
   }
+
+  /** How many index rows match any of `terms`, counted up to a cap (enough to rank criteria cheaply). */
+  private boundedCount(terms: readonly Uint8Array[]): number {
+    let n = 0;
+    for (const term of terms) {
+      n += this.stmts.countTerm.get(term) as number;
+      if (n >= termCountCap) return termCountCap;
+    }
+    return n;
+  }
+
 
   async currentIds(resourceType: string): Promise<string[]> {
     requireResourceType(resourceType);
