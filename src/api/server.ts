@@ -6,7 +6,7 @@ import type { KeyObject } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { HlError, type Clock } from '../kernel/index.js';
 import type { Ledger } from '../ledger/index.js';
-import { verifyToken, type VerifiedToken } from '../auth/index.js';
+import { TokenVerifier, type VerifiedToken } from '../auth/index.js';
 import { handleError, handleNotFound } from './errors.js';
 import { registerLedgerRoutes } from './ledger-routes.js';
 import { registerFhirRoutes, type FhirRouteDeps } from './fhir-routes.js';
@@ -54,13 +54,14 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   });
 
   // Every /fhir request but the CapabilityStatement needs a bearer token from this node.
+  const tokens = new TokenVerifier({ orgId: deps.orgId, publicKey: deps.publicKey });
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0]!;
     if (!path.startsWith('/fhir') || path === '/fhir/metadata') return;
     const header = req.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer ([A-Za-z0-9._-]+)$/.exec(header) : null;
     if (!match) throw new HlError('login', 'a bearer token is required (run: healthledger token --data DIR)');
-    req.token = await verifyToken(match[1]!, { orgId: deps.orgId, publicKey: deps.publicKey, nowMs: deps.clock.nowMs() });
+    req.token = await tokens.verify(match[1]!, deps.clock.nowMs());
   });
 
   registerLedgerRoutes(app, deps.ledger);
