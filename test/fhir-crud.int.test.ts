@@ -310,6 +310,8 @@ describe('commitments of a transaction', () => {
     const r = await call('POST', '/fhir', bundle);
     const [patientPath, observationPath] = (r.json.entry as { response: { location: string } }[]).map((e) => `/fhir/${e.response.location.replace(/^.*\/fhir\//, '').split('/_history')[0]!}`);
     const observationId = observationPath!.split('/')[3]!;
+    // Read once first, so that a remembered decoding of the leaf could hide the edit if it were trusted.
+    expect((await call('GET', `${observationPath}`)).status).toBe(200);
     const db = new Database(`${work.path}/ledger.sqlite`);
     try {
       const txId = (db.prepare("SELECT tx_id FROM record_version WHERE resource_type = 'Observation' AND id = ?").get(observationId) as { tx_id: string }).tx_id;

@@ -4,7 +4,7 @@
  * committed and acknowledged; reads return exactly the bytes that were committed (FHIR http.html).
  * Consent and audit join this path with issue 4.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { HlError, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
 import { matchesSearch, parseBundleEntry, planSearch, referencesOf, searchIndexOf, sortMatches, type BundleEntryRequest, type SearchPlan } from '../fhir/index.js';
@@ -48,6 +48,9 @@ function recordCommitBodyOf(bytes: Uint8Array): RecordCommitBody | null {
   if (t.body.versions !== undefined && !Array.isArray(t.body.versions)) return null;
   return t.body as RecordCommitBody;
 }
+
+/** Leaves whose decoded commitments a repository remembers (a few MB at most). */
+const maxRememberedLeaves = 2048;
 
 /** The version commitments a `record.commit` body carries, in either form. */
 export function commitmentsOf(body: RecordCommitBody): VersionCommitment[] {
@@ -158,6 +161,8 @@ export class LedgeredRepository {
   private queue: { prepared: PreparedVersion[]; resolve: (v: ServedVersion[]) => void; reject: (e: unknown) => void }[] = [];
   private flushing = false;
   private readonly bundles: BundleProcessor;
+  /** Decoded commitments of recently read leaves, by tx id, with the SHA-256 of the bytes they came from. */
+  private readonly leaves = new Map<string, { digest: string; commitments: Map<string, string> }>();
 
   constructor(deps: RepositoryDeps) {
     this.deps = deps;
@@ -643,13 +648,31 @@ export class LedgeredRepository {
   private checkedCommitment(v: StoredVersion): (StoredTx & { leafIndex: number }) | null {
     if (!v.txId) return null;
     const tx = this.deps.ledger.store.txById(v.txId);
-    const body = tx?.valid ? recordCommitBodyOf(tx.bytes) : null;
-    const committed = body
-      ? commitmentsOf(body).find((c) => typeof c === 'object' && c !== null && c.resourceType === v.resourceType && c.id === v.id && c.versionId === v.versionId)
-      : undefined;
-    if (!tx || !committed || tx.leafIndex === null || committed.commitment !== commitmentOf(v.salt, v.content)) {
+    const committed = tx?.valid ? this.commitmentsIn(tx)?.get(`${v.resourceType}/${v.id}/${v.versionId}`) : undefined;
+    if (!tx || committed === undefined || tx.leafIndex === null || committed !== commitmentOf(v.salt, v.content)) {
       throw new HlError('integrity', `integrity failure: ${v.resourceType}/${v.id}/_history/${v.versionId} does not match its ledger commitment`);
     }
     return tx as StoredTx & { leafIndex: number };
   }
+
+  /**
+   * The commitments a stored `record.commit` carries, by `Type/id/vid` (null when the bytes are not one).
+   * A leaf shared by a patient's versions is decoded once and remembered with the SHA-256 of its bytes,
+   * which every later use recomputes from the bytes as stored, so an edit is seen at once.
+   */
+  private commitmentsIn(tx: StoredTx): Map<string, string> | null {
+    const digest = createHash('sha256').update(tx.bytes).digest('base64');
+    const hit = this.leaves.get(tx.txId);
+    if (hit?.digest === digest) return hit.commitments;
+    const body = recordCommitBodyOf(tx.bytes);
+    if (!body) return null;
+    const commitments = new Map<string, string>();
+    for (const c of commitmentsOf(body)) {
+      if (typeof c === 'object' && c !== null) commitments.set(`${c.resourceType}/${c.id}/${c.versionId}`, c.commitment);
+    }
+    if (this.leaves.size >= maxRememberedLeaves) this.leaves.delete(this.leaves.keys().next().value!);
+    this.leaves.set(tx.txId, { digest, commitments });
+    return commitments;
+  }
+
 }
