@@ -80,6 +80,9 @@ export class SqliteLedgerStore implements LedgerStore {
     this.db = db;
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
+    // The node's records share this file: a 64 MB page cache (not the default 2 MB) keeps the hot pages of
+    // point reads (a version, its commitment leaf, index terms) in memory, bounded, unlike an mmap.
+    db.pragma('cache_size = -65536');
     db.exec(schema);
     this.stmts = {
       head: db.prepare('SELECT height, hash, header FROM ledger_block ORDER BY height DESC LIMIT 1'),
