@@ -174,6 +174,25 @@ describe('transaction entries', () => {
     expect(await searchTotal(`Organization?identifier=${encodeURIComponent(`${system}|twice`)}`)).toBe(1);
   });
 
+  it('matches a condition with the ap (approximately) prefix against a resource the same transaction creates', async () => {
+    const system = freshSystem();
+    // `ap` needs the current time; a condition tested against this transaction's own creations has it too.
+    const r = await bundle('transaction', [
+      post(patient(system, 'ap', { birthDate: '1961-06-15' })),
+      post(patient(system, 'ap', { birthDate: '1961-06-15' }), undefined, `identifier=${system}|ap&birthdate=ap1961-06-15`),
+    ]);
+    expect(r.status).toBe(200);
+    expect(statuses(r)).toEqual(['201 Created', '200 OK']);
+    expect(r.json.entry[1].resource.id).toBe(r.json.entry[0].resource.id);
+    expect(await searchTotal(`Patient?identifier=${encodeURIComponent(`${system}|ap`)}`)).toBe(1);
+    // And a GET entry searching with `ap` is checked with the clock before the writes, then answered.
+    const search = `Patient?identifier=${encodeURIComponent(`${system}|ap`)}&birthdate=ap1961-06-15`;
+    const read = await bundle('transaction', [{ request: { method: 'GET', url: search } }]);
+    expect(read.status).toBe(200);
+    expect(statuses(read)).toEqual(['200 OK']);
+    expect(read.json.entry[0].resource.total).toBe(1);
+  });
+
   it('creates a conditionally created resource once, however many transactions and requests race to create it', async () => {
     const system = freshSystem();
     const org = { resourceType: 'Organization', identifier: [{ system, value: 'shared' }], name: 'Shared Lab' };

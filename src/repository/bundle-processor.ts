@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import jsonPatch from 'fast-json-patch';
 import { HlError, isHlError, type Issue } from '../kernel/index.js';
-import { isResourceType, matchesSearch, planSearch, type BundleEntryRequest } from '../fhir/index.js';
+import { isResourceType, matchesSearch, planSearch, type BundleEntryRequest, type SearchPlan } from '../fhir/index.js';
 import type { StoredVersion } from '../store/index.js';
 import type { Resource, ServedVersion } from './ledgered-repository.js';
 
@@ -28,8 +28,8 @@ export interface BundleProcessorDeps {
   readCurrent(resourceType: string, id: string, versionId?: string): Promise<StoredVersion>;
   /** The resource of the current version, checked against its ledger commitment. */
   readResource(resourceType: string, id: string): Promise<Resource>;
-  /** FHIR search of one type (the repository's, unchanged). */
-  search(resourceType: string, query: URLSearchParams): Promise<{ total: number; page: ServedVersion[] }>;
+  /** FHIR search of one type (the repository's, unchanged), with the plan it made (the clock included). */
+  search(resourceType: string, query: URLSearchParams): Promise<{ total: number; page: ServedVersion[]; plan: SearchPlan }>;
   /** Every validation issue of a resource. */
   validate(resource: unknown): Issue[];
   patientOf(resource: Resource): string | null;
@@ -460,9 +460,9 @@ export class BundleProcessor {
       const result = await this.deps.search(type, q);
       const live = result.page.filter((v) => !state.deleted.has(`${type}/${v.id}`));
       const stored = result.total - (result.page.length - live.length);
-      const candidates = state.created.filter((c) => c.ref.startsWith(`${type}/`));
-      const plan = candidates.length > 0 ? planSearch(type, q) : null;
-      const created = plan ? candidates.filter((c) => matchesSearch(c.resource, plan)) : [];
+      // The resources this transaction creates are matched by the plan the search made, so a condition means
+      // the same for them as for stored ones (the `ap` prefix, say, needs the clock the search planned with).
+      const created = state.created.filter((c) => c.ref.startsWith(`${type}/`) && matchesSearch(c.resource, result.plan));
       const count = stored + created.length;
       if (count !== 1) return { count };
       return live[0] ? { count, ref: `${type}/${live[0].id}`, version: live[0] } : { count, ref: created[0]!.ref };
@@ -503,7 +503,7 @@ export class BundleProcessor {
     const type = entry.resourceType;
     try {
       if (entry.id === undefined) {
-        planSearch(type, entry.query ?? new URLSearchParams());
+        planSearch(type, entry.query ?? new URLSearchParams(), { nowMs: Date.parse(this.deps.nowInstant()) });
         return;
       }
       const ref = `${type}/${entry.id}`;
