@@ -49,8 +49,8 @@ function recordCommitBodyOf(bytes: Uint8Array): RecordCommitBody | null {
   return t.body as RecordCommitBody;
 }
 
-/** Leaves whose decoded commitments a repository remembers (a few MB at most). */
-const maxRememberedLeaves = 2048;
+/** Decoded commitments a repository remembers across leaves (~200 bytes each: ~10 MB at most). */
+const maxRememberedCommitments = 50_000;
 
 /** The version commitments a `record.commit` body carries, in either form. */
 export function commitmentsOf(body: RecordCommitBody): VersionCommitment[] {
@@ -163,6 +163,7 @@ export class LedgeredRepository {
   private readonly bundles: BundleProcessor;
   /** Decoded commitments of recently read leaves, by tx id, with the SHA-256 of the bytes they came from. */
   private readonly leaves = new Map<string, { digest: string; commitments: Map<string, string> }>();
+  private rememberedCommitments = 0;
 
   constructor(deps: RepositoryDeps) {
     this.deps = deps;
@@ -660,6 +661,11 @@ export class LedgeredRepository {
    * A leaf shared by a patient's versions is decoded once and remembered with the SHA-256 of its bytes,
    * which every later use recomputes from the bytes as stored, so an edit is seen at once.
    */
+  private forget(txId: string): void {
+    this.rememberedCommitments -= this.leaves.get(txId)?.commitments.size ?? 0;
+    this.leaves.delete(txId);
+  }
+
   private commitmentsIn(tx: StoredTx): Map<string, string> | null {
     const digest = createHash('sha256').update(tx.bytes).digest('base64');
     const hit = this.leaves.get(tx.txId);
@@ -670,9 +676,10 @@ export class LedgeredRepository {
     for (const c of commitmentsOf(body)) {
       if (typeof c === 'object' && c !== null) commitments.set(`${c.resourceType}/${c.id}/${c.versionId}`, c.commitment);
     }
-    if (this.leaves.size >= maxRememberedLeaves) this.leaves.delete(this.leaves.keys().next().value!);
+    if (hit) this.forget(tx.txId);
+    while (this.leaves.size > 0 && this.rememberedCommitments + commitments.size > maxRememberedCommitments) this.forget(this.leaves.keys().next().value!);
     this.leaves.set(tx.txId, { digest, commitments });
+    this.rememberedCommitments += commitments.size;
     return commitments;
   }
-
 }
