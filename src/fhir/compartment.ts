@@ -42,7 +42,8 @@ export function patientCompartmentOf(resource: { resourceType: string; id?: stri
     for (const value of evalPath(sp.expression, resource)) {
       const ref = (value as { reference?: unknown } | undefined)?.reference;
       if (typeof ref !== 'string') continue;
-      const m = /^(?:.*\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/.*)?$/.exec(ref);
+      // Only a relative reference names a Patient of this node: `https://elsewhere/fhir/Patient/x` is not ours.
+      const m = /^Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/.exec(ref);
       if (m) return m[1]!;
     }
   }

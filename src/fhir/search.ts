@@ -183,11 +183,22 @@ function stringValues(v: unknown): string[] {
   return parts.flat().filter((p): p is string => typeof p === 'string');
 }
 
+/**
+ * The search value of a literal reference (references.html#literal), version dropped: `Type/id` for a
+ * relative one, the whole URL for an absolute one, which names a resource on that server and so must not
+ * match a local `Type/id` (nor the other way round).
+ */
+function referenceKey(reference: string): string | null {
+  const m = referencePattern.exec(reference);
+  return m ? (m[1] ?? '') + m[2]! : null;
+}
+
+const referencePattern = /^([a-z][a-z0-9+.-]*:\/\/[^\s?#]+\/)?([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+
 function referenceValues(v: unknown): string[] {
   const ref = (v as { reference?: unknown } | null)?.reference;
-  if (typeof ref !== 'string') return [];
-  const m = /(?:^|\/)([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(?:\/_history\/.*)?$/.exec(ref);
-  return m ? [m[1]!] : [];
+  const key = typeof ref === 'string' ? referenceKey(ref) : null;
+  return key === null ? [] : [key];
 }
 
 /** The blind-index values of a resource version: every token, reference and string search parameter. */
@@ -207,9 +218,9 @@ export function searchIndexOf(resource: { resourceType: string }): SearchIndexVa
 }
 
 /**
- * The `Type/id` references a resource's reference parameter `param` holds (relative or absolute, version
- * suffix dropped); contained (`#x`) and logical references give none. For `_include`, `_revinclude` and
- * chaining.
+ * The references a resource's reference parameter `param` holds, as {@link referenceKey} gives them
+ * (`Type/id` when relative, the whole URL when absolute); contained (`#x`) and logical references give
+ * none. For `_include`, `_revinclude` and chaining.
  */
 export function referencesOf(resource: { resourceType: string }, param: string): string[] {
   const sp = getSearchParameter(resource.resourceType, param);
@@ -263,7 +274,6 @@ interface CompiledFilter {
   criterion: SearchPlan['criteria'][number] | null;
 }
 
-const localReference = /(?:^|\/)([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
 const fhirId = /^[A-Za-z0-9\-.]{1,64}$/;
 
 /** The texts a token value carries for `:text` (search.html#token): CodeableConcept.text, Coding.display, Identifier.type.text. */
@@ -340,7 +350,8 @@ function compileFilter(f: Filter, sp: SearchParameter, options: PlanOptions): Co
       const targets = (sp.target ?? []) as string[];
       const wants: { exact?: string; id?: string }[] = [];
       for (const v of values) {
-        if (localReference.test(v)) wants.push({ exact: localReference.exec(v)![1]! });
+        const key = referenceKey(v);
+        if (key !== null) wants.push({ exact: key });
         else if (fhirId.test(v)) wants.push(targets.length === 1 ? { exact: `${targets[0]}/${v}` } : { id: `/${v}` });
         // A canonical URL (or other non-local reference): @medplum/core compares it as written.
         else return { matcher: null, criterion: null };
@@ -348,7 +359,8 @@ function compileFilter(f: Filter, sp: SearchParameter, options: PlanOptions): Co
       const exact = wants.every((w) => w.exact !== undefined) ? wants.map((w) => w.exact!) : null;
       const matcher = (r: Resource): boolean => {
         const refs = referencesOf(r, code);
-        return wants.some((w) => refs.some((ref) => (w.exact !== undefined ? ref === w.exact : ref.endsWith(w.id!))));
+        // A bare id is a local resource's: an absolute reference names one elsewhere.
+        return wants.some((w) => refs.some((ref) => (w.exact !== undefined ? ref === w.exact : !ref.includes('://') && ref.endsWith(w.id!))));
       };
       return { matcher, criterion: exact ? { param: code, kind: 'reference', value: exact } : null };
     }
