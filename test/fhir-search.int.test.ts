@@ -124,3 +124,28 @@ describe('FHIR search', () => {
     expect(r.json.issue[0].diagnostics).toMatch(message);
   });
 });
+
+describe('resources the blind index cannot hold whole', () => {
+  const post = async (body: object) =>
+    (await (await fetch(`${running.url}/fhir/${(body as { resourceType: string }).resourceType}`, { method: 'POST', headers: { ...auth, 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) })).json()) as any;
+
+  it('finds a Group by its 250th member (past the 200 values indexed per version)', async () => {
+    const members = Array.from({ length: 250 }, (_, i) => ({ entity: { reference: `Patient/member-${i}` } }));
+    const group = await post({ resourceType: 'Group', type: 'person', actual: true, member: members });
+    const other = await post({ resourceType: 'Group', type: 'person', actual: true, member: [{ entity: { reference: 'Patient/member-0' } }] });
+    const last = await search('Group?member=Patient/member-249');
+    expect(last.status).toBe(200);
+    expect(last.json.entry.map((e: any) => e.resource.id)).toEqual([group.id]);
+    const first = await search('Group?member=Patient/member-0&_sort=_id');
+    expect(first.json.entry.map((e: any) => e.resource.id).sort()).toEqual([group.id, other.id].sort());
+    expect((await search('Group?member=Patient/member-250')).json.total).toBe(0);
+  });
+
+  it('finds a resource by a string longer than the index takes (512 characters)', async () => {
+    const family = `Longname${'x'.repeat(600)}`;
+    const patient = await post({ resourceType: 'Patient', name: [{ family }] });
+    const r = await search('Patient?family=Longnamexxx');
+    expect(r.json.entry.map((e: any) => e.resource.id)).toEqual([patient.id]);
+    expect((await search('Patient?family=Longnamey')).json.total).toBe(0);
+  });
+});

@@ -33,6 +33,7 @@ export {
   planSearch,
   referencesOf,
   searchCapabilitiesOf,
+  partlyIndexed,
   searchIndexOf,
   sortMatches,
   type ChainedSearch,

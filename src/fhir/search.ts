@@ -201,20 +201,34 @@ function referenceValues(v: unknown): string[] {
   return key === null ? [] : [key];
 }
 
-/** The blind-index values of a resource version: every token, reference and string search parameter. */
+/**
+ * The index entry of a version whose values are not all indexed (more than {@link maxIndexValues}, or one
+ * longer than 512 characters): every indexed search of its type also takes it as a candidate, so the exact
+ * match after decryption decides and nothing is silently missed.
+ */
+export const partlyIndexed: SearchIndexValue = { param: '_partly-indexed', kind: 'token', value: 'true' };
+
+/**
+ * The blind-index values of a resource version: every token, reference and string search parameter, or the
+ * first {@link maxIndexValues} of them and {@link partlyIndexed}.
+ */
 export function searchIndexOf(resource: { resourceType: string }): SearchIndexValue[] {
   const out = new Map<string, SearchIndexValue>();
+  let partly = false;
   for (const { code, kind, sp } of indexPlan(resource.resourceType)) {
     for (const v of valuesOf(resource as Resource, sp)) {
       const extracted = kind === 'token' ? tokenValues(v) : kind === 'reference' ? referenceValues(v) : stringValues(v);
       for (const value of extracted) {
-        if (value.length === 0 || value.length > 512) continue;
+        if (value.length === 0) continue;
+        if (value.length > 512 || out.size >= maxIndexValues) {
+          partly = true;
+          continue;
+        }
         out.set(`${code}\u0000${kind}\u0000${value}`, { param: code, kind, value });
-        if (out.size >= maxIndexValues) return [...out.values()];
       }
     }
   }
-  return [...out.values()];
+  return partly ? [...out.values(), partlyIndexed] : [...out.values()];
 }
 
 /**

@@ -7,7 +7,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { HlError, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
-import { matchesSearch, parseBundleEntry, planSearch, referencesOf, searchIndexOf, sortMatches, type BundleEntryRequest, type SearchPlan } from '../fhir/index.js';
+import { matchesSearch, parseBundleEntry, partlyIndexed, planSearch, referencesOf, searchIndexOf, sortMatches, type BundleEntryRequest, type SearchPlan } from '../fhir/index.js';
 import { maxCommitVersions, maxTxBytes, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
 import { applyJsonPatch, BundleProcessor, checkIfMatch, outsideBundle, type BatchEntryResult, type BundleEntryResult } from './bundle-processor.js';
 
@@ -517,6 +517,13 @@ export class LedgeredRepository {
    * Every current resource of `resourceType` matching `plan` (not paged, not yet checked against the
    * ledger), with its parsed JSON when `keepResources` (for sorting).
    */
+  /** Ids the blind index gives for `criteria`, plus every version of the type it does not fully index. */
+  private async indexCandidates(resourceType: string, criteria: SearchPlan['criteria']): Promise<string[]> {
+    const found = await this.deps.store.findByIndexAll(resourceType, criteria);
+    const partly = await this.deps.store.findByIndexAll(resourceType, [{ param: partlyIndexed.param, kind: partlyIndexed.kind, value: partlyIndexed.value }]);
+    return partly.length === 0 ? found : [...new Set([...found, ...partly])];
+  }
+
   private async matchAll(resourceType: string, plan: SearchPlan, keepResources: boolean): Promise<{ version: StoredVersion; resource?: Resource }[]> {
     const criteria = [...plan.criteria];
     const chainTargets: Set<string>[] = [];
@@ -531,9 +538,9 @@ export class LedgeredRepository {
     let ids: string[];
     if (plan.ids !== null) {
       const wanted = plan.ids;
-      ids = criteria.length > 0 ? (await this.deps.store.findByIndexAll(resourceType, criteria)).filter((i) => wanted.includes(i)) : wanted;
+      ids = criteria.length > 0 ? (await this.indexCandidates(resourceType, criteria)).filter((i) => wanted.includes(i)) : wanted;
     } else {
-      ids = criteria.length > 0 ? await this.deps.store.findByIndexAll(resourceType, criteria) : await this.deps.store.currentIds(resourceType);
+      ids = criteria.length > 0 ? await this.indexCandidates(resourceType, criteria) : await this.deps.store.currentIds(resourceType);
     }
     const matches: { version: StoredVersion; resource?: Resource }[] = [];
     for (const id of ids) {
