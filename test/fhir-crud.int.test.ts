@@ -5,14 +5,12 @@
  */
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initNode, issueAdminToken, startNode, type RunningNode } from '../src/node.js';
+import { describe, expect, it } from 'vitest';
 import { leafHash, verifyCheckpoint, verifyInclusion } from '../src/ledger/verify.js';
-import { runCli, tempDir } from './helpers.js';
+import { runCli, useFhirNode } from './helpers.js';
 
-const work = tempDir('hl-fhir-');
-let running: RunningNode;
-let auth: Record<string, string>;
+const fhir = useFhirNode('Summit Clinic');
+const { work, call } = fhir;
 
 const patient = {
   resourceType: 'Patient',
@@ -23,34 +21,13 @@ const patient = {
   address: [{ line: ['17 Larkspur Close'], city: 'Pembrooke' }],
 };
 
-beforeAll(async () => {
-  await initNode({ org: 'Summit Clinic', dataDir: work.path });
-  running = await startNode({ dataDir: work.path, port: 0 });
-  auth = { authorization: `Bearer ${await issueAdminToken({ dataDir: work.path })}` };
-});
-
-afterAll(async () => {
-  await running?.close();
-  work.cleanup();
-});
-
-async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`${running.url}${path}`, {
-    method,
-    headers: { ...auth, ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}), ...headers },
-    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, text, json: text ? JSON.parse(text) : undefined };
-}
-
-const ledgerSize = () => running.node.ledger.treeSize;
+const ledgerSize = () => fhir.running.node.ledger.treeSize;
 
 describe('FHIR CRUD', () => {
   let id = '';
 
   it('serves a CapabilityStatement without a token', async () => {
-    const res = await fetch(`${running.url}/fhir/metadata`);
+    const res = await fetch(`${fhir.running.url}/fhir/metadata`);
     const cs = (await res.json()) as any;
     expect(res.status).toBe(200);
     expect(cs).toMatchObject({ resourceType: 'CapabilityStatement', fhirVersion: '4.0.1' });
@@ -65,7 +42,7 @@ describe('FHIR CRUD', () => {
     expect(id).not.toBe('client-chosen');
     expect(r.json.meta.versionId).toBe('1');
     expect(r.headers.get('etag')).toBe('W/"1"');
-    expect(r.headers.get('location')).toBe(`${running.url}/fhir/Patient/${id}/_history/1`);
+    expect(r.headers.get('location')).toBe(`${fhir.running.url}/fhir/Patient/${id}/_history/1`);
     expect(ledgerSize()).toBe(before + 1);
   });
 
@@ -102,7 +79,7 @@ describe('FHIR CRUD', () => {
     // the commitment covers the exact bytes vread returned
     const commitment = createHash('sha256').update(salt).update(vread.text).digest('hex');
     expect(tx.body.commitment).toBe(commitment);
-    const members = (await (await fetch(`${running.url}/ledger/members`)).json()) as any;
+    const members = (await (await fetch(`${fhir.running.url}/ledger/members`)).json()) as any;
     const cp = verifyCheckpoint(param('checkpoint')[0].valueString, members.members.map((m: { verifierKey: string }) => m.verifierKey));
     expect(BigInt(param('treeSize')[0].valueInteger64)).toBe(cp.treeSize);
     verifyInclusion(BigInt(param('leafIndex')[0].valueInteger64), cp.treeSize, leafHash(leaf), param('proof').map((x: { valueBase64Binary: string }) => b64(x.valueBase64Binary)), cp.rootHash);
@@ -216,7 +193,7 @@ describe('concurrent writes (group commit)', () => {
     expect(statuses.filter((s) => s !== 200).every((s) => s === 409 || s === 412)).toBe(true);
     const winner = results.find((r) => r.status === 200)!.json;
     expect((await call('GET', `/fhir/Observation/${created.id}`)).json.code.text).toBe(winner.code.text);
-    expect(await running.node.records.pendingVersions()).toEqual([]);
+    expect(await fhir.running.node.records.pendingVersions()).toEqual([]);
   });
 });
 
@@ -275,7 +252,7 @@ describe('commitments of a transaction', () => {
     expect(r.status).toBe(200);
     // The patient's four versions share a leaf; the Organization (in no compartment) has its own.
     expect(ledgerSize() - before).toBe(2);
-    const members = (await (await fetch(`${running.url}/ledger/members`)).json()) as any;
+    const members = (await (await fetch(`${fhir.running.url}/ledger/members`)).json()) as any;
     const leaves = new Set<string>();
     for (const e of r.json.entry as { response: { location: string } }[]) {
       const path = `/fhir/${e.response.location.replace(/^.*\/fhir\//, '')}`;

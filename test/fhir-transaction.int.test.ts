@@ -8,39 +8,16 @@ import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initNode, issueAdminToken, startNode, type RunningNode } from '../src/node.js';
-import { committedVersions, tempDir } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { committedVersions, useFhirNode } from './helpers.js';
 
-const work = tempDir('hl-txn-');
-let running: RunningNode;
-let auth: Record<string, string>;
-
-beforeAll(async () => {
-  await initNode({ org: 'Marsh Harbour Clinic', dataDir: work.path });
-  running = await startNode({ dataDir: work.path, port: 0 });
-  auth = { authorization: `Bearer ${await issueAdminToken({ dataDir: work.path })}` };
-});
-
-afterAll(async () => {
-  await running?.close();
-  work.cleanup();
-});
-
-async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`${running.url}${path}`, {
-    method,
-    headers: { ...auth, ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}), ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, text, json: text ? JSON.parse(text) : undefined };
-}
+const fhir = useFhirNode('Marsh Harbour Clinic');
+const { call } = fhir;
 
 const bundle = (type: 'transaction' | 'batch', entry: unknown[]) => call('POST', '/fhir', { resourceType: 'Bundle', type, entry });
-const ledgerSize = () => running.node.ledger.treeSize;
+const ledgerSize = () => fhir.running.node.ledger.treeSize;
 /** Versions committed to the ledger since it had `size` leaves (a leaf may commit several of one patient). */
-const versionsCommittedSince = (size: number) => committedVersions(running.node.ledger.store, size, ledgerSize());
+const versionsCommittedSince = (size: number) => committedVersions(fhir.running.node.ledger.store, size, ledgerSize());
 /** A fresh identifier system, so each test's searches see only its own resources. */
 const freshSystem = () => `urn:test:${randomUUID()}`;
 const patient = (system: string, value: string, extra: Record<string, unknown> = {}) => ({
@@ -92,7 +69,7 @@ describe('transaction entries', () => {
       etag: 'W/"1"',
       lastModified: pt.resource.meta.lastUpdated,
     });
-    expect(pt.fullUrl).toBe(`${running.url}/fhir/Patient/${pt.resource.id}`);
+    expect(pt.fullUrl).toBe(`${fhir.running.url}/fhir/Patient/${pt.resource.id}`);
     const stored = (await call('GET', `/fhir/${o.response.location}`)).json;
     expect(stored.subject.reference).toBe(`Patient/${pt.resource.id}`);
     expect(stored.text.div).toContain(`href="Patient/${pt.resource.id}"`);
@@ -330,7 +307,7 @@ describe('transaction rollback: any failure stores nothing and leaves the ledger
     expect((await call('GET', '/fhir/_history?_count=1')).json.entry[0].fullUrl).toBe(before.newest);
     expect(await searchTotal(`Patient?identifier=${system}|${marker}`)).toBe(0);
     expect((await call('GET', `/fhir/Patient/${a.id}`)).json).toMatchObject({ active: true, meta: { versionId: '2' } });
-    expect(await running.node.records.pendingVersions()).toEqual([]);
+    expect(await fhir.running.node.records.pendingVersions()).toEqual([]);
   });
 
   it('refuses a urn:uuid reference that names no entry: 400 naming it', async () => {
@@ -409,7 +386,7 @@ describe('batch', () => {
     const system = freshSystem();
     const a = await createPatient(system, 'batch-a');
     const b = await createPatient(system, 'batch-b');
-    const before = { size: ledgerSize(), height: running.node.ledger.height };
+    const before = { size: ledgerSize(), height: fhir.running.node.ledger.height };
     const r = await bundle('batch', [
       post(patient(system, 'batch-new')),
       post({ resourceType: 'Patient', gender: 'sometimes' }),
@@ -443,7 +420,7 @@ describe('batch', () => {
     expect(await searchTotal(`Patient?identifier=${system}|batch-new`)).toBe(1);
     // Exactly the three successful writes reached the ledger, in one group commit (one block).
     expect(versionsCommittedSince(before.size)).toBe(3);
-    expect(running.node.ledger.height).toBe(before.height + 1);
+    expect(fhir.running.node.ledger.height).toBe(before.height + 1);
   });
 
   it('lets two entries of a batch update one resource one after the other', async () => {
@@ -518,7 +495,7 @@ describe('conditional update and delete as plain REST requests', () => {
     const query = `/fhir/Patient?identifier=${encodeURIComponent(`${system}|rest`)}`;
     const created = await call('PUT', query, patient(system, 'rest'));
     expect(created.status).toBe(201);
-    expect(created.headers.get('location')).toBe(`${running.url}/fhir/Patient/${created.json.id}/_history/1`);
+    expect(created.headers.get('location')).toBe(`${fhir.running.url}/fhir/Patient/${created.json.id}/_history/1`);
     const updated = await call('PUT', query, patient(system, 'rest', { active: true }), { 'if-match': 'W/"1"' });
     expect(updated.status).toBe(200);
     expect(updated.json).toMatchObject({ id: created.json.id, active: true, meta: { versionId: '2' } });
@@ -608,13 +585,13 @@ describe('fuzzed transaction and batch Bundles', () => {
       }),
       { numRuns: 150 },
     );
-    expect(await running.node.records.pendingVersions()).toEqual([]);
+    expect(await fhir.running.node.records.pendingVersions()).toEqual([]);
   }, 120_000);
 });
 
 describe('CapabilityStatement', () => {
   it('lists transaction and batch, conditional update and single conditional delete', async () => {
-    const cs = (await (await fetch(`${running.url}/fhir/metadata`)).json()) as any;
+    const cs = (await (await fetch(`${fhir.running.url}/fhir/metadata`)).json()) as any;
     expect(cs.rest[0].interaction.map((i: { code: string }) => i.code)).toEqual(expect.arrayContaining(['transaction', 'batch']));
     const patientCaps = cs.rest[0].resource.find((r: { type: string }) => r.type === 'Patient');
     expect(patientCaps).toMatchObject({ conditionalCreate: true, conditionalUpdate: true, conditionalDelete: 'single', updateCreate: false });

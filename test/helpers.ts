@@ -6,6 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll } from 'vitest';
+import { initNode, issueAdminToken, startNode, type RunningNode } from '../src/node.js';
 
 export const repoRoot = join(import.meta.dirname, '..');
 export const cliPath = join(repoRoot, 'bin', 'healthledger.js');
@@ -72,4 +74,54 @@ export function runCliAsync(args: string[], env: Record<string, string> = {}): P
     child.stderr.on('data', (d) => (stderr += d));
     child.on('close', (status) => resolve({ status: status ?? -1, stdout, stderr }));
   });
+}
+
+/** A FHIR response as a test reads it. */
+export interface FhirCall {
+  status: number;
+  headers: Headers;
+  text: string;
+  json: any;
+}
+
+/**
+ * A node for one test file: initialized and started on 127.0.0.1 before its tests, stopped and removed after.
+ * `call` sends a request with the admin token (a body object as FHIR JSON, a string as it is).
+ */
+export function useFhirNode(org: string): {
+  work: { path: string };
+  readonly running: RunningNode;
+  readonly auth: Record<string, string>;
+  call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<FhirCall>;
+} {
+  const work = tempDir('hl-fhir-');
+  let running: RunningNode | undefined;
+  let auth: Record<string, string> = {};
+  beforeAll(async () => {
+    await initNode({ org, dataDir: work.path });
+    running = await startNode({ dataDir: work.path, port: 0 });
+    auth = { authorization: `Bearer ${await issueAdminToken({ dataDir: work.path })}` };
+  });
+  afterAll(async () => {
+    await running?.close();
+    work.cleanup();
+  });
+  return {
+    work,
+    get running() {
+      return running!;
+    },
+    get auth() {
+      return auth;
+    },
+    async call(method, path, body, headers = {}) {
+      const res = await fetch(`${running!.url}${path}`, {
+        method,
+        headers: { ...auth, ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}), ...headers },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, headers: res.headers, text, json: text ? JSON.parse(text) : undefined };
+    },
+  };
 }
