@@ -517,8 +517,11 @@ export class SqliteRecordStore implements RecordStore {
     const terms = criteria.map((c) => this.terms.termsOfCriterion(resourceType, c));
     // The most selective criterion drives; the others are probed per candidate through the (term, seq) key,
     // so a common code (every heart rate) costs nothing beyond the few rows of the patient's reference.
-    const sizes = terms.map((t) => this.boundedCount(t));
-    const driver = sizes.indexOf(Math.min(...sizes));
+    let driver = 0;
+    if (terms.length > 1) {
+      const sizes = terms.map((t) => this.boundedCount(t));
+      driver = sizes.indexOf(Math.min(...sizes));
+    }
     const others = terms.filter((_, i) => i !== driver);
     const shape = `${terms[driver]!.length}|${others.map((t) => t.length).join(',')}`;
     let stmt = this.intersectStmts.get(shape);
