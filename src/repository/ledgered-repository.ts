@@ -508,7 +508,11 @@ export class LedgeredRepository {
     const ordered = plan.sort.length > 0 ? sortMatches(matches, plan.sort, (m) => m.resource!, byNewest) : matches.sort(byNewest);
     const page = plan.summary === 'count' ? [] : ordered.slice(plan.offset, plan.offset + plan.count);
     const verified = [];
-    for (const m of page) verified.push(await this.readVerified(resourceType, m.version.id, m.version.versionId));
+    // The matches were read to be matched; each served one is checked against its commitment as it is.
+    for (const m of page) {
+      this.checkedCommitment(m.version);
+      verified.push(served(m.version));
+    }
     const included = await this.included(plan, verified);
     return { total: ordered.length, page: verified, included, plan };
   }
@@ -520,7 +524,7 @@ export class LedgeredRepository {
   /** Ids the blind index gives for `criteria`, plus every version of the type it does not fully index. */
   private async indexCandidates(resourceType: string, criteria: SearchPlan['criteria']): Promise<string[]> {
     const found = await this.deps.store.findByIndexAll(resourceType, criteria);
-    const partly = await this.deps.store.findByIndexAll(resourceType, [{ param: partlyIndexed.param, kind: partlyIndexed.kind, value: partlyIndexed.value }]);
+    const partly = await this.deps.store.findByIndexAll(resourceType, [partlyIndexed]);
     return partly.length === 0 ? found : [...new Set([...found, ...partly])];
   }
 
