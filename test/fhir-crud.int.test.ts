@@ -327,10 +327,12 @@ describe('tampering with stored records', () => {
       db.close();
     }
     for (const rid of [a.id, b.id]) {
-      const r = await call('GET', `/fhir/Patient/${rid}`);
-      expect(r.status).toBe(500);
-      expect(r.json.issue[0].diagnostics).toMatch(/integrity|authentication/);
-      expect(r.text).not.toContain('Quillfeather');
+      for (const path of [`/fhir/Patient/${rid}`, `/fhir/Patient?_id=${rid}`]) {
+        const r = await call('GET', path);
+        expect(r.status, path).toBe(500);
+        expect(r.json.issue[0].diagnostics).toMatch(/integrity|authentication/);
+        expect(r.text).not.toContain('Quillfeather');
+      }
     }
     const verified = runCli(['verify', '--data', work.path]);
     expect(verified.status).toBe(1);
