@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { HlError, fromBase64Url, isOrgId, newNonce, orgIdFromName, randomBytes } from './index.js';
+import { HlError, fromBase64Url, isOrgId, newNonce, newResourceId, orgIdFromName, randomBytes } from './index.js';
 
 const orgIdPattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])$/;
 
@@ -88,5 +88,22 @@ describe('randomBytes / newNonce', () => {
       seen.add(nonce);
     }
     expect(seen.size).toBe(1000);
+  });
+});
+
+describe('newResourceId', () => {
+  it('is a version 7 UUID carrying the given time, a valid FHIR id', () => {
+    const id = newResourceId(Date.UTC(2026, 10, 24, 12, 0, 0, 7));
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(id).toMatch(/^[A-Za-z0-9\-.]{1,64}$/);
+    expect(parseInt(id.replace(/-/g, '').slice(0, 12), 16)).toBe(Date.UTC(2026, 10, 24, 12, 0, 0, 7));
+  });
+
+  it('sorts by time, and differs within one millisecond', () => {
+    const ms = Date.UTC(2026, 0, 1);
+    const later = [ms, ms + 1, ms + 1000, ms + 86_400_000].map((t) => newResourceId(t));
+    expect([...later].sort()).toEqual(later);
+    const same = new Set(Array.from({ length: 1000 }, () => newResourceId(ms)));
+    expect(same.size).toBe(1000);
   });
 });

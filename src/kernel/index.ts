@@ -18,5 +18,5 @@ export {
   uint64BE,
   utf8,
 } from './bytes.js';
-export { isOrgId, newNonce, orgIdFromName, randomBytes } from './ids.js';
+export { isOrgId, newNonce, newResourceId, orgIdFromName, randomBytes } from './ids.js';
 export { fixedClock, systemClock, type Clock } from './clock.js';

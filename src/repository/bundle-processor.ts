@@ -8,9 +8,8 @@
  * stores nothing and adds nothing to the ledger. A batch plans and commits each entry on its own; the
  * successful ones still share one group commit.
  */
-import { randomUUID } from 'node:crypto';
 import jsonPatch from 'fast-json-patch';
-import { HlError, isHlError, type Issue } from '../kernel/index.js';
+import { HlError, isHlError, newResourceId, type Issue } from '../kernel/index.js';
 import { isResourceType, matchesSearch, planSearch, type BundleEntryRequest, type SearchPlan } from '../fhir/index.js';
 import type { StoredVersion } from '../store/index.js';
 import type { Resource, ServedVersion } from './ledgered-repository.js';
@@ -345,7 +344,7 @@ export class BundleProcessor {
           if (found.count > 1) throw entryError('precondition', entry, '.request.ifNoneExist', `ifNoneExist matches ${found.count} ${type} resources`);
           if (found.count === 1) return { entry, action: 'match', ref: found.ref!, ...(found.version ? { matched: found.version } : {}) };
         }
-        const ref = `${type}/${randomUUID()}`;
+        const ref = `${type}/${newResourceId()}`;
         state.created.push({ ref, resource: { ...entry.resource!, id: ref.slice(type.length + 1) }, index: entry.index });
         return { entry, action: 'create', ref, body: entry.resource!, ...(entry.ifNoneExist ? { conditionalCreate: true } : {}) };
       }
@@ -359,7 +358,7 @@ export class BundleProcessor {
               throw entryError('invalid', entry, '.resource.id', 'the conditional update matches nothing and the resource has an id: update as create is not supported');
             }
             if (entry.ifMatch !== undefined) throw entryError('precondition', entry, '.request.ifMatch', 'the conditional update matches nothing, so ifMatch cannot hold');
-            const ref = `${type}/${randomUUID()}`;
+            const ref = `${type}/${newResourceId()}`;
             state.created.push({ ref, resource: { ...entry.resource!, id: ref.slice(type.length + 1) }, index: entry.index });
             return { entry, action: 'create', ref, body: entry.resource!, conditionalCreate: true };
           }

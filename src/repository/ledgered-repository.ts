@@ -4,8 +4,8 @@
  * committed and acknowledged; reads return exactly the bytes that were committed (FHIR http.html).
  * Consent and audit join this path with issue 4.
  */
-import { createHash, randomUUID } from 'node:crypto';
-import { HlError, type Clock, type Issue } from '../kernel/index.js';
+import { createHash } from 'node:crypto';
+import { HlError, newResourceId, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
 import { matchesSearch, parseBundleEntry, partlyIndexed, planSearch, referencesOf, searchIndexOf, sortMatches, type BundleEntryRequest, type SearchPlan } from '../fhir/index.js';
 import { maxCommitVersions, maxTxBytes, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
@@ -434,7 +434,7 @@ export class LedgeredRepository {
   async create(resourceType: string, body: unknown): Promise<ServedVersion> {
     const resource = this.checkResource(resourceType, body);
     const meta = { ...(resource.meta ?? {}), versionId: '1', lastUpdated: this.nowInstant() };
-    const version: Resource = { ...resource, id: randomUUID(), meta };
+    const version: Resource = { ...resource, id: newResourceId(), meta };
     const [v] = await this.writeCommitted([{ version, patient: this.deps.patientOf(version), deleted: false }]);
     return v!;
   }

@@ -492,6 +492,41 @@ export function runRecordStoreConformance(
         expect((await rejectionOf(store.findByIndex('Patient', 'given', 'string', []))).code).toBe('invalid');
       });
 
+      it('finds, intersects and replaces terms of versions written thousands apart', async () => {
+        // 2,600 versions: an index may partition its rows by write order (SQLite does, by 1,024), so these span several.
+        const rare = new Set([5, 1500, 2550]);
+        await store.writeVersions(
+          Array.from({ length: 2600 }, (_, i) =>
+            f.make({
+              id: `o${i}`,
+              index: [
+                { param: 'code', kind: 'token', value: 'common' },
+                { param: 'subject', kind: 'reference', value: `Patient/p${i % 7}` },
+                ...(rare.has(i) ? [{ param: 'code', kind: 'token' as const, value: 'rare' }] : []),
+              ],
+            }),
+          ),
+        );
+        expect(await store.findByIndex('Observation', 'code', 'token', 'common')).toHaveLength(2600);
+        expect(await store.findByIndex('Observation', 'code', 'token', 'rare')).toEqual(['o1500', 'o2550', 'o5']);
+        const rareOfP2 = [
+          { param: 'code', kind: 'token', value: 'rare' },
+          { param: 'subject', kind: 'reference', value: 'Patient/p2' },
+        ] as const;
+        expect(await store.findByIndexAll('Observation', rareOfP2)).toEqual(['o1500', 'o2550']);
+        // Driven by the other criterion this time (the most selective one drives): the same answer.
+        expect(
+          await store.findByIndexAll('Observation', [
+            { param: 'subject', kind: 'reference', value: 'Patient/p2' },
+            { param: 'code', kind: 'token', value: ['rare', 'none'] },
+          ]),
+        ).toEqual(['o1500', 'o2550']);
+        await store.writeVersions([f.make({ id: 'o1500', versionId: '2', index: [{ param: 'code', kind: 'token', value: 'common' }] })]);
+        expect(await store.findByIndex('Observation', 'code', 'token', 'rare')).toEqual(['o2550', 'o5']);
+        expect(await store.findByIndexAll('Observation', rareOfP2)).toEqual(['o2550']);
+        expect(await store.findByIndex('Observation', 'code', 'token', 'common')).toHaveLength(2600);
+      });
+
       it('replaces a resource\'s index entries when a new version is committed', async () => {
         await seedPatients();
         await store.writeVersions([

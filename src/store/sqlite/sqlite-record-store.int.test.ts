@@ -95,6 +95,25 @@ describe('SqliteRecordStore at rest', () => {
     for (const name of names) expect(name).toMatch(/^(record|store)_/);
   });
 
+  it('moves an index written before segments to the segmented layout when opened, and finds everything in it', async () => {
+    await store.writeVersions([
+      f.make({ id: 'o1', index: [{ param: 'code', kind: 'token', value: 'x' }] }),
+      f.make({ id: 'o2', index: [{ param: 'code', kind: 'token', value: 'x' }, { param: 'code', kind: 'token', value: 'y' }] }),
+    ]);
+    // The layout of earlier releases: (term, seq), no segment.
+    h.db.exec(`ALTER TABLE record_index RENAME TO old_index;
+      CREATE TABLE record_index (term BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (term, seq)) WITHOUT ROWID;
+      INSERT INTO record_index SELECT term, seq FROM old_index; DROP TABLE old_index;`);
+    const rows = h.db.prepare('SELECT count(*) FROM record_index').pluck().get();
+    expect(rows).toBe(3);
+    const reopened = await h.open(kek);
+    const columns = (h.db.prepare('PRAGMA table_info(record_index)').all() as { name: string }[]).map((c) => c.name);
+    expect(columns).toEqual(['segment', 'term', 'seq']);
+    expect(h.db.prepare('SELECT count(*) FROM record_index').pluck().get()).toBe(3);
+    expect(await reopened.findByIndex('Observation', 'code', 'token', 'x')).toEqual(['o1', 'o2']);
+    expect(await reopened.findByIndexAll('Observation', [{ param: 'code', kind: 'token', value: 'x' }, { param: 'code', kind: 'token', value: 'y' }])).toEqual(['o2']);
+  });
+
   it('fails a read with integrity, naming the version and returning nothing, when one ciphertext byte is flipped', async () => {
     await store.writeVersions([f.make({ id: 'o1', body: { note: [{ text: 'secret note' }] } }), f.make({ id: 'o2' })]);
     const sealed = Buffer.from(sealedOf('Observation', 'o1', '1'));

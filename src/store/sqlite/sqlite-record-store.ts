@@ -11,6 +11,13 @@
  * `record_index`, so removing them needs no second B-tree over `record_index`: with random HMAC keys, every
  * index on that table costs a page write per term.
  *
+ * `record_index` is keyed (segment, term, seq), where the segment is `seq >> indexSegmentBits` (1,024
+ * consecutive versions). HMAC terms are random, so under a plain (term, seq) key every write lands on a
+ * different page of the whole index and each commit rewrites about one page per term: at 100k resources that
+ * made a write cost ten times more than the rest of it together, and it kept growing. Keyed by segment first,
+ * a commit's terms fall in the newest segment's few pages. A search looks a term up once per segment (a
+ * probe of the same B-tree each, a few µs); a probe for a known version row goes straight to its segment.
+ *
  * Durability follows the connection's `synchronous` setting (the ledger store sets FULL). The store turns on
  * `secure_delete` for the connection, so deleted cells and pages are zeroed, and checkpoints and truncates
  * the WAL after an erasure or a KEK rotation, so erased ciphertexts and keys wrapped under a retired KEK do
@@ -73,8 +80,29 @@ CREATE TABLE IF NOT EXISTS record_current (
   resource_type TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, deleted INTEGER NOT NULL,
   PRIMARY KEY (resource_type, id)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS record_current_by_seq ON record_current (seq);
-CREATE TABLE IF NOT EXISTS record_index (term BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (term, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS record_index (
+  segment INTEGER NOT NULL, term BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (segment, term, seq)) WITHOUT ROWID;
 `;
+
+/** Versions per `record_index` segment: 2^10 (see the header). */
+const indexSegmentBits = 10;
+/** Every segment number up to the newest version's, for a term lookup that must try each. */
+const allSegments = `WITH RECURSIVE segment(n) AS (SELECT 0 UNION ALL
+  SELECT n + 1 FROM segment WHERE n < (SELECT ifnull(max(seq), 0) FROM record_version) >> ${indexSegmentBits})`;
+
+/**
+ * Moves a `record_index` from before segments, keyed (term, seq), to the (segment, term, seq) key, in the
+ * caller's transaction.
+ */
+function migrateIndexToSegments(db: Database.Database): void {
+  const columns = (db.prepare('PRAGMA table_info(record_index)').all() as { name: string }[]).map((c) => c.name);
+  if (columns.length === 0 || columns.includes('segment')) return;
+  db.exec(`ALTER TABLE record_index RENAME TO record_index_unsegmented;
+    CREATE TABLE record_index (
+      segment INTEGER NOT NULL, term BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (segment, term, seq)) WITHOUT ROWID;
+    INSERT INTO record_index (segment, term, seq) SELECT seq >> ${indexSegmentBits}, term, seq FROM record_index_unsegmented ORDER BY 1, 2, 3;
+    DROP TABLE record_index_unsegmented;`);
+}
 
 const statusPending = 0;
 const statusCommitted = 1;
@@ -152,7 +180,10 @@ export class SqliteRecordStore implements RecordStore {
     this.keks = new Map([[this.currentKekId, kek]]);
     db.pragma('journal_mode = WAL');
     db.pragma('secure_delete = ON');
-    db.exec(schema);
+    db.transaction(() => {
+      migrateIndexToSegments(db);
+      db.exec(schema);
+    })();
     // Stores from before key ids: add the column; the open below fills it in.
     const deksHaveKekIds = (db.prepare('PRAGMA table_info(store_dek)').all() as { name: string }[]).some((c) => c.name === 'kek_id');
     if (!deksHaveKekIds) db.exec(`ALTER TABLE store_dek ADD COLUMN kek_id TEXT NOT NULL DEFAULT '${legacyKekId}'`);
@@ -179,10 +210,11 @@ export class SqliteRecordStore implements RecordStore {
       current: q('SELECT seq FROM record_current WHERE resource_type = ? AND id = ?').pluck(),
       upsertCurrent: q(`INSERT INTO record_current (resource_type, id, seq, deleted) VALUES (?, ?, ?, ?)
         ON CONFLICT (resource_type, id) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted`),
-      insertTerm: q('INSERT INTO record_index (term, seq) VALUES (?, ?)'),
-      countTerm: q(`SELECT count(*) FROM (SELECT 1 FROM record_index WHERE term = ? LIMIT ${termCountCap})`).pluck(),
+      insertTerm: q('INSERT INTO record_index (segment, term, seq) VALUES (?, ?, ?)'),
+      countTerm: q(`${allSegments} SELECT count(*) FROM (SELECT 1 FROM segment s CROSS JOIN record_index d
+        WHERE d.segment = s.n AND d.term = ? LIMIT ${termCountCap})`).pluck(),
       termsOf: q('SELECT terms FROM record_version WHERE seq = ?').pluck(),
-      deleteTerm: q('DELETE FROM record_index WHERE term = ? AND seq = ?'),
+      deleteTerm: q('DELETE FROM record_index WHERE segment = ? AND term = ? AND seq = ?'),
       clearTerms: q('UPDATE record_version SET terms = NULL WHERE seq = ?'),
       pendingByTx: q('SELECT seq, resource_type, id, deleted FROM record_version WHERE tx_id = ? AND status = 0 ORDER BY seq'),
       setCommitted: q('UPDATE record_version SET status = 1 WHERE seq = ?'),
@@ -299,7 +331,8 @@ export class SqliteRecordStore implements RecordStore {
   private dropTerms(seq: number): void {
     const terms = this.stmts.termsOf.get(seq) as Buffer | null | undefined;
     if (terms === null || terms === undefined) return;
-    for (let at = 0; at < terms.length; at += blindIndexTermBytes) this.stmts.deleteTerm.run(terms.subarray(at, at + blindIndexTermBytes), seq);
+    const segment = Math.floor(seq / 2 ** indexSegmentBits);
+    for (let at = 0; at < terms.length; at += blindIndexTermBytes) this.stmts.deleteTerm.run(segment, terms.subarray(at, at + blindIndexTermBytes), seq);
     this.stmts.clearTerms.run(seq);
   }
 
@@ -333,7 +366,8 @@ export class SqliteRecordStore implements RecordStore {
       throw cause;
     }
     if (terms !== null) {
-      for (let at = 0; at < terms.length; at += blindIndexTermBytes) this.stmts.insertTerm.run(terms.subarray(at, at + blindIndexTermBytes), seq);
+      const segment = Math.floor(seq / 2 ** indexSegmentBits);
+      for (let at = 0; at < terms.length; at += blindIndexTermBytes) this.stmts.insertTerm.run(segment, terms.subarray(at, at + blindIndexTermBytes), seq);
     }
     if (v.status === 'committed') this.makeCurrent({ seq, resource_type: v.resourceType, id: v.id, deleted: v.deleted ? 1 : 0 });
   }
@@ -527,9 +561,14 @@ export class SqliteRecordStore implements RecordStore {
     let stmt = this.intersectStmts.get(shape);
     if (!stmt) {
       const list = (n: number) => Array.from({ length: n }, () => '?').join(', ');
-      const probes = others.map((t) => ` AND EXISTS (SELECT 1 FROM record_index x WHERE x.term IN (${list(t.length)}) AND x.seq = d.seq)`);
+      const probes = others.map(
+        (t) => ` AND EXISTS (SELECT 1 FROM record_index x WHERE x.segment = d.segment AND x.term IN (${list(t.length)}) AND x.seq = d.seq)`,
+      );
       stmt = this.db
-        .prepare(`SELECT DISTINCT c.id FROM record_index d JOIN record_current c ON c.seq = d.seq WHERE d.term IN (${list(terms[driver]!.length)})${probes.join('')} ORDER BY 1`)
+        .prepare(
+          `${allSegments} SELECT DISTINCT c.id FROM segment s CROSS JOIN record_index d JOIN record_current c ON c.seq = d.seq
+          WHERE d.segment = s.n AND d.term IN (${list(terms[driver]!.length)})${probes.join('')} ORDER BY 1`,
+        )
         .pluck();
       if (this.intersectStmts.size < 256) this.intersectStmts.set(shape, stmt);
     }
