@@ -12,6 +12,7 @@ import {
   generateAesKey,
   generateEd25519KeyPair,
   hmacSha256,
+  hmacSha256With,
   importEd25519PrivateKey,
   importEd25519PublicKey,
   kekIdOf,
@@ -42,6 +43,29 @@ describe('SHA-256 and HMAC-SHA-256', () => {
     expect(hex(hmacSha256(utf8('Jefe'), utf8('what do ya want for nothing?')))).toBe(
       '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843',
     );
+  });
+});
+
+describe('hmacSha256With (one key, many messages)', () => {
+  it('matches RFC 4231 and node:crypto for short, block-sized and long keys and messages', () => {
+    expect(hex(hmacSha256With(utf8('Jefe'))(utf8('what do ya want for nothing?')))).toBe(
+      '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843',
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 150 }), fc.array(fc.uint8Array({ maxLength: 300 }), { minLength: 1, maxLength: 4 }), (key, messages) => {
+        const mac = hmacSha256With(key);
+        for (const m of messages) expect(hex(mac(m))).toBe(createHmac('sha256', key).update(m).digest('hex'));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('gives each call its own result (no buffer shared between calls)', () => {
+    const mac = hmacSha256With(new Uint8Array(32).fill(7));
+    const a = mac(utf8('a'));
+    const keep = hex(a);
+    mac(utf8('b'));
+    expect(hex(a)).toBe(keep);
   });
 });
 

@@ -4,7 +4,7 @@
  * without touching data (DESIGN.md §5).
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { HlError, concatBytes, toHex } from '../kernel/index.js';
+import { HlError, concatBytes, randomBytes as pooledRandomBytes, toHex } from '../kernel/index.js';
 import { hmacSha256 } from './hash.js';
 
 const version = 1;
@@ -28,11 +28,18 @@ function requireKey(key: Uint8Array): void {
  */
 export function seal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array = new Uint8Array(0)): Uint8Array {
   requireKey(key);
-  const iv = randomBytes(ivBytes);
+  const iv = pooledRandomBytes(ivBytes);
   const cipher = createCipheriv('aes-256-gcm', key, iv);
   cipher.setAAD(aad);
-  const body = concatBytes(cipher.update(plaintext), cipher.final());
-  return concatBytes(Uint8Array.of(version), iv, body, cipher.getAuthTag());
+  const body = cipher.update(plaintext);
+  const last = cipher.final();
+  const out = new Uint8Array(1 + ivBytes + body.length + last.length + tagBytes);
+  out[0] = version;
+  out.set(iv, 1);
+  out.set(body, 1 + ivBytes);
+  out.set(last, 1 + ivBytes + body.length);
+  out.set(cipher.getAuthTag(), 1 + ivBytes + body.length + last.length);
+  return out;
 }
 
 /** Opens a sealed box; throws `integrity` when the key, aad or any byte is wrong. */

@@ -3,7 +3,7 @@
  * SHA-256, RFC 8785 canonical JSON, Ed25519 keys/sign/verify, AES-256-GCM envelope encryption and key
  * wrapping, HMAC for blind indexes. May import: kernel.
  */
-export { hmacSha256, sha256 } from './hash.js';
+export { hmacSha256, hmacSha256With, sha256 } from './hash.js';
 export { canonicalBytes, canonicalJson } from './canonical-json.js';
 export {
   ed25519KeyId,

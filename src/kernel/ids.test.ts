@@ -79,6 +79,22 @@ describe('randomBytes / newNonce', () => {
     expect(Buffer.from(a).equals(Buffer.from(b))).toBe(false);
   });
 
+  it('never hands out the same bytes twice, across many refills of its pool, and serves long requests too', () => {
+    const seen = new Set<string>();
+    // 20,000 × 12 bytes is about thirty pools; a repeat of 12 random bytes has odds of about 2^-69.
+    for (let i = 0; i < 20_000; i++) seen.add(Buffer.from(randomBytes(12)).toString('hex'));
+    expect(seen.size).toBe(20_000);
+    const long = randomBytes(100_000);
+    expect(long.length).toBe(100_000);
+    // Uniform bytes: each value about 390 times; a stuck or zeroed source would be far off.
+    const counts = new Array<number>(256).fill(0);
+    for (const x of long) counts[x]!++;
+    expect(Math.min(...counts)).toBeGreaterThan(250);
+    expect(Math.max(...counts)).toBeLessThan(550);
+    const odd = [randomBytes(1), randomBytes(255), randomBytes(256), randomBytes(257)];
+    expect(odd.map((b) => b.length)).toEqual([1, 255, 256, 257]);
+  });
+
   it('makes 128-bit base64url nonces that do not repeat', () => {
     const seen = new Set<string>();
     for (let i = 0; i < 1000; i++) {

@@ -4,10 +4,30 @@
 import { toBase64Url } from './bytes.js';
 import { HlError } from './errors.js';
 
-/** `n` cryptographically random bytes. */
+/** Random bytes drawn ahead: one `getRandomValues` call serves many salts, IVs and ids. */
+const pool = new Uint8Array(8192);
+let poolAt = pool.length;
+/** Requests longer than this are drawn directly. */
+const pooledMax = 256;
+
+/**
+ * `n` cryptographically random bytes. Short requests come from a pool drawn ahead (a system call costs more
+ * than the bytes), each byte handed out once and zeroed in the pool as it leaves.
+ */
 export function randomBytes(n: number): Uint8Array {
   const out = new Uint8Array(n);
-  globalThis.crypto.getRandomValues(out);
+  if (n > pooledMax) {
+    // getRandomValues fills at most 65,536 bytes a call.
+    for (let at = 0; at < n; at += 65_536) globalThis.crypto.getRandomValues(out.subarray(at, Math.min(n, at + 65_536)));
+    return out;
+  }
+  if (poolAt + n > pool.length) {
+    globalThis.crypto.getRandomValues(pool);
+    poolAt = 0;
+  }
+  out.set(pool.subarray(poolAt, poolAt + n));
+  pool.fill(0, poolAt, poolAt + n);
+  poolAt += n;
   return out;
 }
 

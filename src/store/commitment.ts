@@ -4,8 +4,7 @@
  * 32-byte random value stored encrypted beside the ciphertext. The salt stops anyone who sees only the
  * commitment from confirming a guessed record (names, MRNs, dates are predictable).
  */
-import { randomBytes } from 'node:crypto';
-import { HlError, concatBytes, toHex } from '../kernel/index.js';
+import { HlError, concatBytes, randomBytes, toHex } from '../kernel/index.js';
 import { canonicalBytes, sha256 } from '../crypto/index.js';
 
 /** Length of a commitment salt, in bytes. */
@@ -13,7 +12,7 @@ export const saltBytes = 32;
 
 /** A fresh random 32-byte commitment salt (one per version; never reused). */
 export function generateSalt(): Uint8Array {
-  return new Uint8Array(randomBytes(saltBytes));
+  return randomBytes(saltBytes);
 }
 
 /**

@@ -7,7 +7,7 @@
  */
 import { HlError, concatBytes, utf8 } from '../kernel/index.js';
 import { open, rewrapKey, seal, unwrapKey } from '../crypto/index.js';
-import { blindIndexTerm, isBlindIndexKind, isIndexName, termForQuery, termsForWrite, type IndexTerm } from './blind-index.js';
+import { blindIndexMac, blindIndexTerm, isBlindIndexKind, type BlindIndexMac, isIndexName, termForQuery, termsForWrite, type IndexTerm } from './blind-index.js';
 import { saltBytes } from './commitment.js';
 import type { IndexCriterion, VersionWrite } from './record-store.js';
 
@@ -164,15 +164,19 @@ export class DekCache {
 export class BlindTermHasher {
   private readonly cache = new Map<string, Uint8Array>();
 
-  constructor(private readonly indexKey: Uint8Array) {}
+  private readonly mac: BlindIndexMac;
+
+  constructor(indexKey: Uint8Array) {
+    this.mac = blindIndexMac(indexKey);
+  }
 
   /** The stored term of a normalized value. */
   termOf(resourceType: string, param: string, term: IndexTerm): Uint8Array {
-    if (term.kind === 'string' || term.kind === 'prefix') return blindIndexTerm(this.indexKey, resourceType, param, term);
+    if (term.kind === 'string' || term.kind === 'prefix') return blindIndexTerm(this.mac, resourceType, param, term);
     const key = `${resourceType}|${param}|${term.kind}|${term.value}`;
     let hit = this.cache.get(key);
     if (hit === undefined) {
-      hit = blindIndexTerm(this.indexKey, resourceType, param, term);
+      hit = blindIndexTerm(this.mac, resourceType, param, term);
       if (this.cache.size >= maxTermCache) this.cache.clear();
       this.cache.set(key, hit);
     }

@@ -114,6 +114,24 @@ describe('SqliteRecordStore at rest', () => {
     expect(await reopened.findByIndexAll('Observation', [{ param: 'code', kind: 'token', value: 'x' }, { param: 'code', kind: 'token', value: 'y' }])).toEqual(['o2']);
   });
 
+  it('moves the pending marks of a store written before record_pending into it when opened', async () => {
+    await store.writeVersions([f.make({ id: 'o1' }), f.make({ id: 'o2', status: 'pending', txId: 'tx-2' })]);
+    // The layout of earlier releases: a status column, 0 while pending, and no record_pending.
+    h.db.exec(`ALTER TABLE record_version ADD COLUMN status INTEGER NOT NULL DEFAULT 1;
+      UPDATE record_version SET status = 0 WHERE seq IN (SELECT seq FROM record_pending);
+      CREATE INDEX record_version_pending ON record_version (tx_id) WHERE status = 0;
+      DROP TABLE record_pending;`);
+    const reopened = await h.open(kek);
+    const columns = (h.db.prepare('PRAGMA table_info(record_version)').all() as { name: string }[]).map((c) => c.name);
+    expect(columns).not.toContain('status');
+    expect((await reopened.pendingVersions()).map((v) => [v.id, v.txId])).toEqual([['o2', 'tx-2']]);
+    expect((await reopened.readVersion('Observation', 'o1')).id).toBe('o1');
+    expect((await rejectionOf(reopened.readVersion('Observation', 'o2'))).code).toBe('not-found');
+    expect(await reopened.markCommitted(['tx-2'])).toBe(1);
+    expect((await reopened.readVersion('Observation', 'o2')).id).toBe('o2');
+    expect(await reopened.pendingVersions()).toEqual([]);
+  });
+
   it('fails a read with integrity, naming the version and returning nothing, when one ciphertext byte is flipped', async () => {
     await store.writeVersions([f.make({ id: 'o1', body: { note: [{ text: 'secret note' }] } }), f.make({ id: 'o2' })]);
     const sealed = Buffer.from(sealedOf('Observation', 'o1', '1'));

@@ -5,7 +5,8 @@
  * Tables: `store_meta` (the wrapped blind-index key and the id of the KEK that wraps it), `store_dek` (wrapped
  * DEK per compartment owner, with the id of its KEK; `*` is the node-wide DEK), `store_erasure` (erased patients), `record_version` (one row per version: ids,
  * timestamps, flags in clear; `sealed` = AES-256-GCM(DEK, salt || content, aad = type/id/_history/vid)),
- * `record_current` (each resource's newest committed version) and `record_index` (blind-index terms per
+ * `record_pending` (the versions written but not yet committed on the ledger: a version row is never
+ * rewritten to commit it, since its page holds the ciphertexts of its neighbours too), `record_current` (each resource's newest committed version) and `record_index` (blind-index terms per
  * version row; a term matches only through the current version, so pending and superseded versions never
  * match). A version row also lists its own terms (`terms`, 16-byte terms concatenated) while they are in
  * `record_index`, so removing them needs no second B-tree over `record_index`: with random HMAC keys, every
@@ -71,11 +72,12 @@ CREATE TABLE IF NOT EXISTS record_version (
   seq INTEGER PRIMARY KEY,
   resource_type TEXT NOT NULL, id TEXT NOT NULL, version_id TEXT NOT NULL,
   last_updated TEXT NOT NULL, last_updated_ms INTEGER NOT NULL, deleted INTEGER NOT NULL, owner TEXT,
-  status INTEGER NOT NULL, tx_id TEXT, written_ms INTEGER NOT NULL, sealed BLOB, erased_ms INTEGER, terms BLOB);
+  tx_id TEXT, written_ms INTEGER NOT NULL, sealed BLOB, erased_ms INTEGER, terms BLOB);
 CREATE UNIQUE INDEX IF NOT EXISTS record_version_by_vid ON record_version (resource_type, id, version_id);
 CREATE INDEX IF NOT EXISTS record_version_by_type ON record_version (resource_type, seq);
 CREATE INDEX IF NOT EXISTS record_version_by_owner ON record_version (owner) WHERE owner IS NOT NULL;
-CREATE INDEX IF NOT EXISTS record_version_pending ON record_version (tx_id) WHERE status = 0;
+CREATE TABLE IF NOT EXISTS record_pending (seq INTEGER PRIMARY KEY, tx_id TEXT);
+CREATE INDEX IF NOT EXISTS record_pending_by_tx ON record_pending (tx_id);
 CREATE TABLE IF NOT EXISTS record_current (
   resource_type TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, deleted INTEGER NOT NULL,
   PRIMARY KEY (resource_type, id)) WITHOUT ROWID;
@@ -91,6 +93,19 @@ const allSegments = `WITH RECURSIVE segment(n) AS (SELECT 0 UNION ALL
   SELECT n + 1 FROM segment WHERE n < (SELECT ifnull(max(seq), 0) FROM record_version) >> ${indexSegmentBits})`;
 
 /**
+ * Moves the pending mark of a store from before `record_pending` (a `status` column, 0 while pending) to
+ * that table, in the caller's transaction.
+ */
+function migrateStatusToPendingTable(db: Database.Database): void {
+  const columns = (db.prepare('PRAGMA table_info(record_version)').all() as { name: string }[]).map((c) => c.name);
+  if (!columns.includes('status')) return;
+  db.exec(`CREATE TABLE IF NOT EXISTS record_pending (seq INTEGER PRIMARY KEY, tx_id TEXT);
+    INSERT INTO record_pending (seq, tx_id) SELECT seq, tx_id FROM record_version WHERE status = 0;
+    DROP INDEX IF EXISTS record_version_pending;
+    ALTER TABLE record_version DROP COLUMN status;`);
+}
+
+/**
  * Moves a `record_index` from before segments, keyed (term, seq), to the (segment, term, seq) key, in the
  * caller's transaction.
  */
@@ -104,10 +119,9 @@ function migrateIndexToSegments(db: Database.Database): void {
     DROP TABLE record_index_unsegmented;`);
 }
 
-const statusPending = 0;
-const statusCommitted = 1;
 /** Row columns a version read needs, with the wrapped DEK of its owner and its KEK's id (null when erased). */
-const versionColumns = `v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.owner, v.status,
+const versionColumns = `v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.owner,
+  EXISTS (SELECT 1 FROM record_pending p WHERE p.seq = v.seq) AS pending,
   v.tx_id, v.sealed, v.erased_ms, d.wrapped, d.kek_id`;
 /** How many keys a rotation re-wraps between two progress reports. */
 const progressEvery = 250;
@@ -121,7 +135,7 @@ interface VersionRow {
   last_updated: string;
   deleted: number;
   owner: string | null;
-  status: number;
+  pending: number;
   tx_id: string | null;
   sealed: Buffer | null;
   erased_ms: number | null;
@@ -182,6 +196,7 @@ export class SqliteRecordStore implements RecordStore {
     db.pragma('secure_delete = ON');
     db.transaction(() => {
       migrateIndexToSegments(db);
+      migrateStatusToPendingTable(db);
       db.exec(schema);
     })();
     // Stores from before key ids: add the column; the open below fills it in.
@@ -202,7 +217,8 @@ export class SqliteRecordStore implements RecordStore {
       isErased: q('SELECT 1 FROM store_erasure WHERE owner = ?').pluck(),
       insertErasure: q('INSERT OR IGNORE INTO store_erasure (owner, erased_ms) VALUES (?, ?)'),
       insertVersion: q(`INSERT INTO record_version (resource_type, id, version_id, last_updated, last_updated_ms, deleted,
-        owner, status, tx_id, written_ms, sealed, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+        owner, tx_id, written_ms, sealed, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      insertPending: q('INSERT INTO record_pending (seq, tx_id) VALUES (?, ?)'),
       versionByVid: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
         WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?`),
       versionCurrent: q(`SELECT ${versionColumns} FROM record_current c JOIN record_version v ON v.seq = c.seq ${dekJoin}
@@ -216,20 +232,22 @@ export class SqliteRecordStore implements RecordStore {
       termsOf: q('SELECT terms FROM record_version WHERE seq = ?').pluck(),
       deleteTerm: q('DELETE FROM record_index WHERE segment = ? AND term = ? AND seq = ?'),
       clearTerms: q('UPDATE record_version SET terms = NULL WHERE seq = ?'),
-      pendingByTx: q('SELECT seq, resource_type, id, deleted FROM record_version WHERE tx_id = ? AND status = 0 ORDER BY seq'),
-      setCommitted: q('UPDATE record_version SET status = 1 WHERE seq = ?'),
-      pending: q('SELECT seq, resource_type, id, version_id, tx_id, written_ms FROM record_version WHERE status = 0 ORDER BY seq'),
-      pendingBefore: q('SELECT seq FROM record_version WHERE status = 0 AND written_ms < ?'),
-      pendingSeqsByTx: q('SELECT seq FROM record_version WHERE tx_id = ? AND status = 0'),
+      pendingByTx: q(`SELECT v.seq, v.resource_type, v.id, v.deleted FROM record_pending p JOIN record_version v ON v.seq = p.seq
+        WHERE p.tx_id = ? ORDER BY p.seq`),
+      clearPending: q('DELETE FROM record_pending WHERE seq = ?'),
+      pending: q(`SELECT v.seq, v.resource_type, v.id, v.version_id, v.tx_id, v.written_ms FROM record_pending p
+        JOIN record_version v ON v.seq = p.seq ORDER BY p.seq`),
+      pendingBefore: q('SELECT p.seq FROM record_pending p JOIN record_version v ON v.seq = p.seq WHERE v.written_ms < ?'),
+      pendingSeqsByTx: q('SELECT seq FROM record_pending WHERE tx_id = ?'),
       deleteVersion: q('DELETE FROM record_version WHERE seq = ?'),
       historyInstance: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
-        WHERE v.resource_type = ? AND v.id = ? AND v.status = 1 AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
+        WHERE v.resource_type = ? AND v.id = ? AND NOT EXISTS (SELECT 1 FROM record_pending p WHERE p.seq = v.seq) AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
         ORDER BY v.seq DESC LIMIT ? OFFSET ?`),
       historyType: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
-        WHERE v.resource_type = ? AND v.status = 1 AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
+        WHERE v.resource_type = ? AND NOT EXISTS (SELECT 1 FROM record_pending p WHERE p.seq = v.seq) AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
         ORDER BY v.seq DESC LIMIT ? OFFSET ?`),
       historySystem: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
-        WHERE v.status = 1 AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
+        WHERE NOT EXISTS (SELECT 1 FROM record_pending p WHERE p.seq = v.seq) AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
         ORDER BY v.seq DESC LIMIT ? OFFSET ?`),
       ownerSeqsWithTerms: q('SELECT seq FROM record_version WHERE owner = ? AND terms IS NOT NULL').pluck(),
       eraseOwnerVersions: q('UPDATE record_version SET sealed = NULL, erased_ms = ? WHERE owner = ? AND sealed IS NOT NULL'),
@@ -250,6 +268,7 @@ export class SqliteRecordStore implements RecordStore {
         for (const r of rows) {
           this.dropTerms(r.seq);
           this.stmts.deleteVersion.run(r.seq);
+          this.stmts.clearPending.run(r.seq);
         }
       }),
       erasePatient: db.transaction((patient: string) => {
@@ -336,6 +355,12 @@ export class SqliteRecordStore implements RecordStore {
     this.stmts.clearTerms.run(seq);
   }
 
+  /** Adds a version's terms to the index (one statement a row: a multi-row INSERT needs a statement journal). */
+  private insertTerms(seq: number, terms: Buffer): void {
+    const segment = Math.floor(seq / 2 ** indexSegmentBits);
+    for (let at = 0; at < terms.length; at += blindIndexTermBytes) this.stmts.insertTerm.run(segment, terms.subarray(at, at + blindIndexTermBytes), seq);
+  }
+
   private writeOne(v: VersionWrite): void {
     const owner = v.patient ?? nodeOwner;
     const dek = this.dekForWrite(owner);
@@ -352,7 +377,6 @@ export class SqliteRecordStore implements RecordStore {
           Date.parse(v.lastUpdated),
           v.deleted ? 1 : 0,
           v.patient,
-          v.status === 'committed' ? statusCommitted : statusPending,
           v.txId,
           this.clock.nowMs(),
           sealed,
@@ -366,9 +390,9 @@ export class SqliteRecordStore implements RecordStore {
       throw cause;
     }
     if (terms !== null) {
-      const segment = Math.floor(seq / 2 ** indexSegmentBits);
-      for (let at = 0; at < terms.length; at += blindIndexTermBytes) this.stmts.insertTerm.run(segment, terms.subarray(at, at + blindIndexTermBytes), seq);
+      this.insertTerms(seq, terms);
     }
+    if (v.status === 'pending') this.stmts.insertPending.run(seq, v.txId);
     if (v.status === 'committed') this.makeCurrent({ seq, resource_type: v.resourceType, id: v.id, deleted: v.deleted ? 1 : 0 });
   }
 
@@ -388,7 +412,7 @@ export class SqliteRecordStore implements RecordStore {
     let changed = 0;
     for (const txId of txIds) {
       for (const row of this.stmts.pendingByTx.all(txId) as PendingRow[]) {
-        this.stmts.setCommitted.run(row.seq);
+        this.stmts.clearPending.run(row.seq);
         this.makeCurrent(row);
         changed++;
       }
@@ -399,7 +423,7 @@ export class SqliteRecordStore implements RecordStore {
   /** Decrypts a row into a version; `not-found` for pending or erased rows, `integrity` on any tampering. */
   private toVersion(row: VersionRow): StoredVersion {
     const ref = versionRef(row.resource_type, row.id, row.version_id);
-    if (row.status === statusPending) throw new HlError('not-found', `${ref} is not committed`);
+    if (row.pending === 1) throw new HlError('not-found', `${ref} is not committed`);
     if (row.sealed === null) throw new HlError('not-found', `${ref} was erased`);
     if (row.wrapped === null) throw new HlError('integrity', `${ref} has no data key (its compartment's key is missing)`);
     const dek = this.dekCache.unwrap(this.keks, row.owner ?? nodeOwner, row.kek_id ?? legacyKekId, row.wrapped);
