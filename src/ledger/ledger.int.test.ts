@@ -271,6 +271,22 @@ describe('Ledger blocks and leaves', () => {
     expect(ledger.treeSize).toBe(1);
   });
 
+  it('leaves the connection at synchronous=FULL after a block, a checkpoint and a refused append (only those two relax it)', () => {
+    const a = makeOrg('org-a');
+    const store = openStore(join(dir, `sync-${Date.now()}.db`));
+    const ledger = openLedger(store, a);
+    const full = 2;
+    expect(store.db.pragma('synchronous', { simple: true })).toBe(full);
+    applyNext(ledger, [genesisTx(a, [a])]);
+    applyNext(ledger, [commitTx(a)]);
+    expect(store.db.pragma('synchronous', { simple: true })).toBe(full);
+    ledger.signCheckpoint();
+    expect(store.db.pragma('synchronous', { simple: true })).toBe(full);
+    const stale = store.block(0)!;
+    expect(() => store.appendBlock({ header: stale.header, hash: stale.hash, txs: [], nodes: [] })).toThrow(/does not follow/);
+    expect(store.db.pragma('synchronous', { simple: true })).toBe(full);
+  });
+
   it('treats genesis anywhere but tx 0 of block 0 as invalid, and txs before genesis as invalid', () => {
     const a = makeOrg('org-a');
     const store = openStore();
