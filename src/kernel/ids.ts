@@ -1,7 +1,7 @@
 /**
  * Identifiers: random nonces and org ids derived from names. Browser-safe (Web Crypto `getRandomValues`).
  */
-import { toBase64Url } from './bytes.js';
+import { toBase64Url, toHex } from './bytes.js';
 import { HlError } from './errors.js';
 
 /** Random bytes drawn ahead: one `getRandomValues` call serves many salts, IVs and ids. */
@@ -51,7 +51,7 @@ export function newResourceId(nowMs: number = Date.now()): string {
   }
   b[6] = (b[6]! & 0x0f) | 0x70;
   b[8] = (b[8]! & 0x3f) | 0x80;
-  const hex = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  const hex = toHex(b);
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 

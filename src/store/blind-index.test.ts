@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hlErrorOf } from '../../test/hl-error.js';
 import {
+  blindIndexMac,
   blindIndexTerm,
   maxPrefixLength,
   normalizeString,
@@ -118,14 +119,14 @@ describe('termForQuery', () => {
 describe('blindIndexTerm', () => {
   it('is HMAC-SHA-256(key, type|param|kind|value) truncated to 16 bytes (vector from Python hmac)', () => {
     // python3: hmac.new(bytes(range(32)), b'Patient|family|string|muller', hashlib.sha256).hexdigest()[:32]
-    expect(hex(blindIndexTerm(key, 'Patient', 'family', { kind: 'string', value: 'muller' }))).toBe('0ae5f20908216d7846bc64a59edee4a7');
+    expect(hex(blindIndexTerm(blindIndexMac(key), 'Patient', 'family', { kind: 'string', value: 'muller' }))).toBe('0ae5f20908216d7846bc64a59edee4a7');
   });
 
   it('separates resource types, parameters, kinds and keys', () => {
-    const base = hex(blindIndexTerm(key, 'Patient', 'family', { kind: 'string', value: 'smith' }));
-    expect(hex(blindIndexTerm(key, 'Practitioner', 'family', { kind: 'string', value: 'smith' }))).not.toBe(base);
-    expect(hex(blindIndexTerm(key, 'Patient', 'given', { kind: 'string', value: 'smith' }))).not.toBe(base);
-    expect(hex(blindIndexTerm(key, 'Patient', 'family', { kind: 'prefix', value: 'smith' }))).not.toBe(base);
-    expect(hex(blindIndexTerm(new Uint8Array(32), 'Patient', 'family', { kind: 'string', value: 'smith' }))).not.toBe(base);
+    const base = hex(blindIndexTerm(blindIndexMac(key), 'Patient', 'family', { kind: 'string', value: 'smith' }));
+    expect(hex(blindIndexTerm(blindIndexMac(key), 'Practitioner', 'family', { kind: 'string', value: 'smith' }))).not.toBe(base);
+    expect(hex(blindIndexTerm(blindIndexMac(key), 'Patient', 'given', { kind: 'string', value: 'smith' }))).not.toBe(base);
+    expect(hex(blindIndexTerm(blindIndexMac(key), 'Patient', 'family', { kind: 'prefix', value: 'smith' }))).not.toBe(base);
+    expect(hex(blindIndexTerm(blindIndexMac(new Uint8Array(32)), 'Patient', 'family', { kind: 'string', value: 'smith' }))).not.toBe(base);
   });
 });

@@ -21,7 +21,7 @@
  * Tokens (identifier values, codes) and references are exact and case-sensitive, as FHIR token search is.
  */
 import { HlError, utf8 } from '../kernel/index.js';
-import { hmacSha256, hmacSha256With } from '../crypto/index.js';
+import { hmacSha256With } from '../crypto/index.js';
 
 /** What a blind-index entry indexes, and how its value is normalized. */
 export const BlindIndexKind = {
@@ -200,18 +200,11 @@ export function isIndexName(name: string): boolean {
 
 /**
  * The stored blind-index term: `HMAC-SHA-256(indexKey, resourceType|param|kind|value)` truncated to
- * {@link blindIndexTermBytes}. `resourceType` and `param` MUST NOT contain `|` (so the input is unambiguous).
- * `indexKey` may be the key or {@link blindIndexMac} of it (faster for many terms).
+ * {@link blindIndexTermBytes}, with `mac` the {@link blindIndexMac} of the index key. `resourceType` and
+ * `param` MUST NOT contain `|` (so the input is unambiguous).
  */
-export function blindIndexTerm(
-  indexKey: Uint8Array | BlindIndexMac,
-  resourceType: string,
-  param: string,
-  term: IndexTerm,
-): Uint8Array {
-  const message = utf8(`${resourceType}|${param}|${term.kind}|${term.value}`);
-  const mac = typeof indexKey === 'function' ? indexKey(message) : hmacSha256(indexKey, message);
-  return mac.subarray(0, blindIndexTermBytes);
+export function blindIndexTerm(mac: BlindIndexMac, resourceType: string, param: string, term: IndexTerm): Uint8Array {
+  return mac(utf8(`${resourceType}|${param}|${term.kind}|${term.value}`)).subarray(0, blindIndexTermBytes);
 }
 
 /** HMAC-SHA-256 under the index key, made once for many terms. */

@@ -9,6 +9,7 @@
  */
 export {
   BlindIndexKind,
+  blindIndexMac,
   blindIndexTerm,
   blindIndexTermBytes,
   isBlindIndexKind,

@@ -88,6 +88,10 @@ CREATE TABLE IF NOT EXISTS record_index (
 
 /** Versions per `record_index` segment: 2^10 (see the header). */
 const indexSegmentBits = 10;
+/** The `record_index` segment of a version row. */
+function segmentOf(seq: number): number {
+  return Math.floor(seq / 2 ** indexSegmentBits);
+}
 /** Every segment number up to the newest version's, for a term lookup that must try each. */
 const allSegments = `WITH RECURSIVE segment(n) AS (SELECT 0 UNION ALL
   SELECT n + 1 FROM segment WHERE n < (SELECT ifnull(max(seq), 0) FROM record_version) >> ${indexSegmentBits})`;
@@ -119,9 +123,11 @@ function migrateIndexToSegments(db: Database.Database): void {
     DROP TABLE record_index_unsegmented;`);
 }
 
+/** True (1) for a version row `v` written but not yet committed on the ledger. */
+const isPending = 'EXISTS (SELECT 1 FROM record_pending p WHERE p.seq = v.seq)';
 /** Row columns a version read needs, with the wrapped DEK of its owner and its KEK's id (null when erased). */
 const versionColumns = `v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.owner,
-  EXISTS (SELECT 1 FROM record_pending p WHERE p.seq = v.seq) AS pending,
+  ${isPending} AS pending,
   v.tx_id, v.sealed, v.erased_ms, d.wrapped, d.kek_id`;
 /** How many keys a rotation re-wraps between two progress reports. */
 const progressEvery = 250;
@@ -241,13 +247,13 @@ export class SqliteRecordStore implements RecordStore {
       pendingSeqsByTx: q('SELECT seq FROM record_pending WHERE tx_id = ?'),
       deleteVersion: q('DELETE FROM record_version WHERE seq = ?'),
       historyInstance: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
-        WHERE v.resource_type = ? AND v.id = ? AND NOT EXISTS (SELECT 1 FROM record_pending p WHERE p.seq = v.seq) AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
+        WHERE v.resource_type = ? AND v.id = ? AND NOT ${isPending} AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
         ORDER BY v.seq DESC LIMIT ? OFFSET ?`),
       historyType: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
-        WHERE v.resource_type = ? AND NOT EXISTS (SELECT 1 FROM record_pending p WHERE p.seq = v.seq) AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
+        WHERE v.resource_type = ? AND NOT ${isPending} AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
         ORDER BY v.seq DESC LIMIT ? OFFSET ?`),
       historySystem: q(`SELECT ${versionColumns} FROM record_version v ${dekJoin}
-        WHERE NOT EXISTS (SELECT 1 FROM record_pending p WHERE p.seq = v.seq) AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
+        WHERE NOT ${isPending} AND v.sealed IS NOT NULL AND v.seq < ? AND v.last_updated_ms >= ?
         ORDER BY v.seq DESC LIMIT ? OFFSET ?`),
       ownerSeqsWithTerms: q('SELECT seq FROM record_version WHERE owner = ? AND terms IS NOT NULL').pluck(),
       eraseOwnerVersions: q('UPDATE record_version SET sealed = NULL, erased_ms = ? WHERE owner = ? AND sealed IS NOT NULL'),
@@ -350,14 +356,14 @@ export class SqliteRecordStore implements RecordStore {
   private dropTerms(seq: number): void {
     const terms = this.stmts.termsOf.get(seq) as Buffer | null | undefined;
     if (terms === null || terms === undefined) return;
-    const segment = Math.floor(seq / 2 ** indexSegmentBits);
+    const segment = segmentOf(seq);
     for (let at = 0; at < terms.length; at += blindIndexTermBytes) this.stmts.deleteTerm.run(segment, terms.subarray(at, at + blindIndexTermBytes), seq);
     this.stmts.clearTerms.run(seq);
   }
 
   /** Adds a version's terms to the index (one statement a row: a multi-row INSERT needs a statement journal). */
   private insertTerms(seq: number, terms: Buffer): void {
-    const segment = Math.floor(seq / 2 ** indexSegmentBits);
+    const segment = segmentOf(seq);
     for (let at = 0; at < terms.length; at += blindIndexTermBytes) this.stmts.insertTerm.run(segment, terms.subarray(at, at + blindIndexTermBytes), seq);
   }
 
