@@ -9,6 +9,7 @@ import {
   fromUtf8,
   readUint64BE,
   toBase64,
+  toBase32,
   toBase64Url,
   toHex,
   uint64BE,
@@ -190,6 +191,31 @@ describe('base64url (RFC 4648 §5, unpadded)', () => {
     ['non-zero trailing bits (3 chars)', 'Zm9'],
   ])('rejects %s: %j', (_why, text) => {
     expect(hlErrorOf(() => fromBase64Url(text)).code).toBe('invalid');
+  });
+});
+
+describe('base32 (RFC 4648 §6 alphabet, lowercase, unpadded)', () => {
+  it('matches the RFC 4648 §10 test vectors', () => {
+    const vectors: [string, string][] = [
+      ['', ''],
+      ['f', 'my'],
+      ['fo', 'mzxq'],
+      ['foo', 'mzxw6'],
+      ['foob', 'mzxw6yq'],
+      ['fooba', 'mzxw6ytb'],
+      ['foobar', 'mzxw6ytboi'],
+    ];
+    for (const [input, expected] of vectors) expect(toBase32(ascii(input))).toBe(expected);
+  });
+
+  it('encodes 5 bits per character for any input', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+        const text = toBase32(bytes);
+        expect(text).toMatch(/^[a-z2-7]*$/);
+        expect(text.length).toBe(Math.ceil((bytes.length * 8) / 5));
+      }),
+    );
   });
 });
 

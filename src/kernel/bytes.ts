@@ -125,6 +125,25 @@ export function fromBase64Url(text: string): Uint8Array {
   return fromBase64(std + '='.repeat((4 - (std.length % 4)) % 4));
 }
 
+const base32Alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
+
+/** Lowercase, unpadded base32 (RFC 4648 §6 alphabet), as in patient network ids. */
+export function toBase32(bytes: Uint8Array): string {
+  let out = '';
+  let buffer = 0;
+  let bits = 0;
+  for (const b of bytes) {
+    buffer = ((buffer << 8) | b) & 0xffff;
+    bits += 8;
+    while (bits >= 5) {
+      out += base32Alphabet[(buffer >> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += base32Alphabet[(buffer << (5 - bits)) & 31];
+  return out;
+}
+
 /** Big-endian 8-byte encoding of a non-negative integer below 2^64. */
 export function uint64BE(value: bigint): Uint8Array {
   if (value < 0n || value >= 1n << 64n) throw new HlError('invalid', 'value out of uint64 range');

@@ -13,6 +13,7 @@ export {
   fromUtf8,
   readUint64BE,
   toBase64,
+  toBase32,
   toBase64Url,
   toHex,
   uint64BE,

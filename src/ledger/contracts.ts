@@ -4,9 +4,10 @@
  * gets no leaf (DESIGN.md §3).
  */
 import type { KeyObject } from 'node:crypto';
-import { fromBase64Url, isOrgId, toBase64Url, type Issue } from '../kernel/index.js';
-import { canonicalBytes, ed25519KeyId, importEd25519PublicKey, signEd25519, verifyEd25519 } from '../crypto/index.js';
-import { LedgerState, txMaxAgeMs, txMaxSkewMs, type Member } from './state.js';
+import { fromBase64Url, isOrgId, toBase32, toBase64Url, type Issue } from '../kernel/index.js';
+import { canonicalBytes, ed25519KeyId, importEd25519PublicKey, sha256, signEd25519, verifyEd25519 } from '../crypto/index.js';
+import { checkConsentGrantBody, patientIdPattern, type ConsentGrantBody } from './consent-policy.js';
+import { LedgerState, txMaxAgeMs, txMaxSkewMs, type Member, type RegisteredPatient } from './state.js';
 import { TxType, signatureOf, type ParsedTx } from './tx.js';
 
 /** Where a tx sits when it is validated. */
@@ -65,6 +66,34 @@ export function memberFromDescriptor(org: OrgDescriptor): Member {
   const publicKey = fromBase64Url(org.publicKey);
   const key = importEd25519PublicKey(publicKey);
   return { id: org.id, name: org.name, publicKey, keyId: ed25519KeyId(key), key };
+}
+
+/** A patient's network id from their raw Ed25519 public key: `pat-` + base32(SHA-256(key))[0..26]. */
+export function patientNetworkId(publicKey: Uint8Array): string {
+  return `pat-${toBase32(sha256(publicKey)).slice(0, 26)}`;
+}
+
+/** Builds a RegisteredPatient from a raw public key; throws on a key that is not Ed25519. */
+export function registeredPatient(publicKey: Uint8Array): RegisteredPatient {
+  const key = importEd25519PublicKey(publicKey);
+  return { id: patientNetworkId(publicKey), publicKey, keyId: ed25519KeyId(key), key };
+}
+
+/**
+ * The bytes a patient signs to let a custodian link them to its local record: JCS of the network origin,
+ * the tx type, the patient, the custodian and the custodian's pseudonym of the record.
+ */
+export function patientLinkMessage(origin: string, link: { patient: string; custodian: string; pseudonym: string }): Uint8Array {
+  return canonicalBytes({ origin, type: TxType.patientLink, patient: link.patient, custodian: link.custodian, pseudonym: link.pseudonym });
+}
+
+/** A patient's signature (base64url) approving a link to `custodian`'s record `pseudonym`. */
+export function signPatientLink(
+  origin: string,
+  link: { patient: string; custodian: string; pseudonym: string },
+  privateKey: KeyObject,
+): string {
+  return toBase64Url(signEd25519(privateKey, patientLinkMessage(origin, link)));
 }
 
 /** The bytes a governance approval signs: JCS of origin, type and the proposal without approvals. */
@@ -135,6 +164,35 @@ function signerMember(tx: ParsedTx, state: LedgerState, issues: Issue[]): Member
   return m;
 }
 
+function signerPatient(tx: ParsedTx, state: LedgerState, issues: Issue[]): RegisteredPatient | undefined {
+  const { signer } = tx.envelope;
+  if (signer.kind !== 'patient') {
+    issues.push(issue('signer.kind', `${tx.envelope.type} must be signed by a patient or their proxy`, 'forbidden'));
+    return undefined;
+  }
+  const p = state.patients.get(signer.id);
+  if (!p || p.keyId !== signer.keyId) {
+    issues.push(issue('signer', 'signer is not a registered patient key', 'forbidden'));
+    return undefined;
+  }
+  return p;
+}
+
+/** Checks that the signer of a consent tx may act for `patient`: the patient, or a proxy in force. */
+function checkConsentSigner(tx: ParsedTx, patient: unknown, scope: RuleScope, allowProxy: boolean): void {
+  const { state, ctx, issues } = scope;
+  const signer = signerPatient(tx, state, issues);
+  if (signer) checkSignature(tx, signer, scope);
+  if (typeof patient !== 'string' || !state.patients.has(patient)) {
+    issues.push(issue('body.patient', 'patient is not registered on the ledger', 'not-found'));
+    return;
+  }
+  if (!signer || signer.id === patient) return;
+  if (!allowProxy || !state.isProxy(patient, signer.id, ctx.blockTimeMs)) {
+    issues.push(issue('signer', allowProxy ? 'signer is neither the patient nor a proxy in force' : 'only the patient may appoint a proxy', 'forbidden'));
+  }
+}
+
 /**
  * Remembers signatures this node has already verified, keyed by tx id, signature and key id, so a tx checked
  * at admission is not verified again when its block is applied. Only successes are kept; the same
@@ -184,6 +242,17 @@ export function claimedSignerKey(
   extraKeys?: ReadonlyMap<string, Uint8Array>,
 ): { keyId: string; publicKey: Uint8Array } | undefined {
   const { signer, type, body } = tx.envelope;
+  if (signer.kind === 'patient') {
+    const patient = state.patients.get(signer.id);
+    if (patient && patient.keyId === signer.keyId) return { keyId: patient.keyId, publicKey: patient.publicKey };
+    if (type !== TxType.patientRegister || typeof body.publicKey !== 'string') return undefined;
+    try {
+      const p = registeredPatient(fromBase64Url(body.publicKey));
+      return p.keyId === signer.keyId ? { keyId: p.keyId, publicKey: p.publicKey } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
   if (signer.kind !== 'org') return undefined;
   const member = state.members.get(signer.id);
   if (member && member.keyId === signer.keyId) return { keyId: member.keyId, publicKey: member.publicKey };
@@ -330,6 +399,79 @@ const rules: Record<string, Rule> = {
       seen.add(key);
     });
   },
+
+  [TxType.patientRegister](tx, scope) {
+    const { state, issues } = scope;
+    const body = tx.envelope.body;
+    for (const k of Object.keys(body)) if (k !== 'publicKey') issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+    if (typeof body.publicKey !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(body.publicKey)) {
+      issues.push(issue('body.publicKey', 'must be a base64url Ed25519 public key'));
+      return;
+    }
+    let patient: RegisteredPatient;
+    try {
+      patient = registeredPatient(fromBase64Url(body.publicKey));
+    } catch {
+      issues.push(issue('body.publicKey', 'is not a valid Ed25519 public key'));
+      return;
+    }
+    const { signer } = tx.envelope;
+    if (signer.kind !== 'patient' || signer.id !== patient.id || signer.keyId !== patient.keyId) {
+      issues.push(issue('signer', 'patient.register must be signed by the key it registers, under its network id', 'forbidden'));
+      return;
+    }
+    checkSignature(tx, patient, scope);
+    if (state.patients.has(patient.id)) issues.push(issue('body.publicKey', 'patient is already registered', 'conflict'));
+  },
+
+  [TxType.patientLink](tx, scope) {
+    const { state, issues } = scope;
+    const body = tx.envelope.body;
+    for (const k of Object.keys(body)) if (!['patient', 'pseudonym', 'patientSig'].includes(k)) issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+    const custodian = signerMember(tx, state, issues);
+    if (custodian) checkSignature(tx, custodian, scope);
+    if (typeof body.pseudonym !== 'string' || !fhirId.test(body.pseudonym)) issues.push(issue('body.pseudonym', 'must be a record pseudonym'));
+    const patient = typeof body.patient === 'string' ? state.patients.get(body.patient) : undefined;
+    if (!patient) {
+      issues.push(issue('body.patient', 'patient is not registered on the ledger', 'not-found'));
+      return;
+    }
+    if (!custodian || typeof body.pseudonym !== 'string') return;
+    if (state.patientOfPseudonym(custodian.id, body.pseudonym) !== undefined) {
+      issues.push(issue('body.pseudonym', 'this record is already linked to a patient', 'conflict'));
+    }
+    let sig: Uint8Array;
+    try {
+      sig = typeof body.patientSig === 'string' ? fromBase64Url(body.patientSig) : new Uint8Array(0);
+    } catch {
+      sig = new Uint8Array(0);
+    }
+    const message = patientLinkMessage(state.origin ?? '', { patient: patient.id, custodian: custodian.id, pseudonym: body.pseudonym });
+    if (!verifyEd25519(patient.key, message, sig)) issues.push(issue('body.patientSig', 'the patient\'s signature of the link does not verify', 'forbidden'));
+  },
+
+  [TxType.consentGrant](tx, scope) {
+    const body = tx.envelope.body;
+    if (!checkConsentGrantBody(body, scope.issues)) return;
+    checkConsentSigner(tx, body.patient, scope, body.proxy !== true);
+  },
+
+  [TxType.consentRevoke](tx, scope) {
+    const { state, issues } = scope;
+    const body = tx.envelope.body;
+    for (const k of Object.keys(body)) if (k !== 'patient' && k !== 'consent') issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+    if (typeof body.patient !== 'string' || !patientIdPattern.test(body.patient)) {
+      issues.push(issue('body.patient', 'must be a patient network id'));
+      return;
+    }
+    checkConsentSigner(tx, body.patient, scope, true);
+    const consent = typeof body.consent === 'string' && hex64.test(body.consent) ? state.consents.get(body.consent) : undefined;
+    if (!consent || consent.patient !== body.patient) {
+      issues.push(issue('body.consent', 'no consent with this id for this patient', 'not-found'));
+      return;
+    }
+    if (consent.revokedAtMs !== null) issues.push(issue('body.consent', 'consent is already revoked', 'conflict'));
+  },
 };
 
 /** The members of one version's commitment in a `record.commit` tx. */
@@ -399,6 +541,31 @@ export function applyTx(tx: ParsedTx, state: LedgerState): void {
     case TxType.orgLeave:
       state.members.delete(body.orgId as string);
       break;
+    case TxType.patientRegister: {
+      const patient = registeredPatient(fromBase64Url(body.publicKey as string));
+      state.patients.set(patient.id, patient);
+      break;
+    }
+    case TxType.patientLink:
+      state.addLink({ patient: body.patient as string, custodian: tx.envelope.signer.id, pseudonym: body.pseudonym as string, txId: tx.id });
+      break;
+    case TxType.consentGrant:
+      state.addConsent({
+        id: tx.id,
+        patient: body.patient as string,
+        body: body as unknown as ConsentGrantBody,
+        grantedBy: tx.envelope.signer.id,
+        grantedAtMs: Date.parse(tx.envelope.time),
+        revokedAtMs: null,
+        revokedBy: null,
+      });
+      break;
+    case TxType.consentRevoke: {
+      const consent = state.consents.get(body.consent as string)!;
+      consent.revokedAtMs = Date.parse(tx.envelope.time);
+      consent.revokedBy = tx.envelope.signer.id;
+      break;
+    }
     default:
       break;
   }

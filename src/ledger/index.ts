@@ -11,7 +11,11 @@ export {
   approvalMessage,
   isKnownTxType,
   memberFromDescriptor,
+  patientLinkMessage,
+  patientNetworkId,
+  registeredPatient,
   signApproval,
+  signPatientLink,
   validateTx,
   type Approval,
   type OrgDescriptor,
@@ -40,7 +44,20 @@ export {
   type NoteVerifierKey,
   type SignedNote,
 } from './note.js';
-export { LedgerState, type Member } from './state.js';
+export { LedgerState, type ConsentRecord, type Member, type PatientLink, type RegisteredPatient } from './state.js';
+export {
+  checkConsentGrantBody,
+  patientIdPattern,
+  periodContains,
+  purposesOfUse,
+  sensitivityLabels,
+  type ConsentActor,
+  type ConsentGrantBody,
+  type ConsentProvision,
+  type ConsentRevokeBody,
+  type PurposeOfUse,
+  type SensitivityLabel,
+} from './consent-policy.js';
 export type { BlockRecord, LedgerHead, LedgerStore } from './storage/ledger-store.js';
 export { SqliteLedgerStore, openSqliteLedgerStore } from './storage/sqlite/sqlite-ledger-store.js';
 export { entryBundle, formatTileIndex, parseTilePath, readTile, type TilePath } from './tiles.js';

@@ -1,8 +1,10 @@
 /**
- * Ledger state derived by applying valid txs in order: the network's identity, its member organizations and
- * recently seen tx ids (replay protection). Later issues add patients, links and consents here.
+ * Ledger state derived by applying valid txs in order: the network's identity, its member organizations,
+ * registered patients, their links to custodians, their consents, and recently seen tx ids (replay
+ * protection).
  */
 import type { KeyObject } from 'node:crypto';
+import { periodContains, type ConsentGrantBody } from './consent-policy.js';
 
 /** A member organization. */
 export interface Member {
@@ -15,6 +17,38 @@ export interface Member {
   key: KeyObject;
 }
 
+/** A patient registered on the ledger (`patient.register`). */
+export interface RegisteredPatient {
+  /** Network id: `pat-` + base32(SHA-256(public key))[0..26]. */
+  id: string;
+  publicKey: Uint8Array;
+  keyId: string;
+  key: KeyObject;
+}
+
+/** A patient's link to the records a custodian holds for them (`patient.link`). */
+export interface PatientLink {
+  patient: string;
+  custodian: string;
+  /** The custodian's ledger pseudonym of its local Patient, as `record.commit` names it. */
+  pseudonym: string;
+  txId: string;
+}
+
+/** A consent as the ledger holds it: the signed grant and, once revoked, when and by whom. */
+export interface ConsentRecord {
+  /** The id of the `consent.grant` tx. */
+  id: string;
+  patient: string;
+  body: ConsentGrantBody;
+  /** Network id of the signer: the patient or a proxy. */
+  grantedBy: string;
+  /** Tx time of the grant, ms since epoch. */
+  grantedAtMs: number;
+  revokedAtMs: number | null;
+  revokedBy: string | null;
+}
+
 /** How long a tx may wait before inclusion; also how long its id is remembered for replay protection. */
 export const txMaxAgeMs = 24 * 60 * 60 * 1000;
 /** How far in the future (relative to its block) a tx time may be. */
@@ -25,6 +59,14 @@ export class LedgerState {
   /** Origin line of the network's checkpoints; null before genesis. */
   origin: string | null = null;
   readonly members = new Map<string, Member>();
+  readonly patients = new Map<string, RegisteredPatient>();
+  /** Patient network id → links to custodians. */
+  readonly links = new Map<string, PatientLink[]>();
+  /** `custodian pseudonym` → patient network id. */
+  private readonly linkedPseudonyms = new Map<string, string>();
+  readonly consents = new Map<string, ConsentRecord>();
+  /** Patient network id → ids of every consent granted for them, oldest first. */
+  private readonly consentIdsByPatient = new Map<string, string[]>();
   /** tx id → tx time (ms), for txs younger than `txMaxAgeMs`. */
   private readonly seen = new Map<string, number>();
 
@@ -43,6 +85,45 @@ export class LedgerState {
       if (t >= cutoff) break; // insertion order is roughly time order; stop at the first young one
       this.seen.delete(id);
     }
+  }
+
+  addLink(link: PatientLink): void {
+    const list = this.links.get(link.patient) ?? [];
+    list.push(link);
+    this.links.set(link.patient, list);
+    this.linkedPseudonyms.set(`${link.custodian} ${link.pseudonym}`, link.patient);
+  }
+
+  /** The patient network id a custodian's pseudonym is linked to, if any. */
+  patientOfPseudonym(custodian: string, pseudonym: string): string | undefined {
+    return this.linkedPseudonyms.get(`${custodian} ${pseudonym}`);
+  }
+
+  addConsent(consent: ConsentRecord): void {
+    this.consents.set(consent.id, consent);
+    const ids = this.consentIdsByPatient.get(consent.patient) ?? [];
+    ids.push(consent.id);
+    this.consentIdsByPatient.set(consent.patient, ids);
+  }
+
+  /** Every consent granted for a patient, revoked ones included, oldest first. */
+  consentsOf(patient: string): ConsentRecord[] {
+    return (this.consentIdsByPatient.get(patient) ?? []).map((id) => this.consents.get(id)!);
+  }
+
+  /**
+   * True when `proxy` may act for `patient` at `atMs`: a consent of the patient marked `proxy`, not revoked,
+   * whose top provision permits that patient actor and whose period contains `atMs`.
+   */
+  isProxy(patient: string, proxy: string, atMs: number): boolean {
+    return this.consentsOf(patient).some(
+      (c) =>
+        c.body.proxy === true &&
+        c.revokedAtMs === null &&
+        c.body.provision.type === 'permit' &&
+        periodContains(c.body.provision.period, atMs) &&
+        (c.body.provision.actors ?? []).some((a) => a.kind === 'patient' && a.id === proxy),
+    );
   }
 
   /** Members whose approval is needed for governance: a strict majority. */

@@ -17,6 +17,10 @@ export const TxType = {
   orgUpdate: 'org.update',
   orgLeave: 'org.leave',
   recordCommit: 'record.commit',
+  patientRegister: 'patient.register',
+  patientLink: 'patient.link',
+  consentGrant: 'consent.grant',
+  consentRevoke: 'consent.revoke',
 } as const;
 export type TxType = (typeof TxType)[keyof typeof TxType];
 
