@@ -44,7 +44,7 @@ export {
   type NoteVerifierKey,
   type SignedNote,
 } from './note.js';
-export { LedgerState, type ConsentRecord, type Member, type PatientLink, type RegisteredPatient } from './state.js';
+export { LedgerState, type ConsentRecord, type EmergencyAccess, type Member, type PatientLink, type RegisteredPatient } from './state.js';
 export {
   checkConsentGrantBody,
   patientIdPattern,

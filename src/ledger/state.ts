@@ -49,6 +49,18 @@ export interface ConsentRecord {
   revokedBy: string | null;
 }
 
+/** A break-glass access in force (`emergency.access`): who, for which patient, until when. */
+export interface EmergencyAccess {
+  /** The id of the `emergency.access` tx. */
+  id: string;
+  patient: string;
+  org: string;
+  /** The practitioner at `org` who broke the glass, if named. */
+  practitioner: string | null;
+  startMs: number;
+  endMs: number;
+}
+
 /** How long a tx may wait before inclusion; also how long its id is remembered for replay protection. */
 export const txMaxAgeMs = 24 * 60 * 60 * 1000;
 /** How far in the future (relative to its block) a tx time may be. */
@@ -65,6 +77,8 @@ export class LedgerState {
   /** `custodian pseudonym` → patient network id. */
   private readonly linkedPseudonyms = new Map<string, string>();
   readonly consents = new Map<string, ConsentRecord>();
+  /** Patient network id → break-glass accesses, oldest first. */
+  readonly emergencies = new Map<string, EmergencyAccess[]>();
   /** Patient network id → ids of every consent granted for them, oldest first. */
   private readonly consentIdsByPatient = new Map<string, string[]>();
   /** tx id → tx time (ms), for txs younger than `txMaxAgeMs`. */
@@ -124,6 +138,27 @@ export class LedgerState {
         periodContains(c.body.provision.period, atMs) &&
         (c.body.provision.actors ?? []).some((a) => a.kind === 'patient' && a.id === proxy),
     );
+  }
+
+  addEmergency(access: EmergencyAccess): void {
+    const list = this.emergencies.get(access.patient) ?? [];
+    list.push(access);
+    this.emergencies.set(access.patient, list);
+  }
+
+  /**
+   * The id of a break-glass access in force at `atMs` for this patient and requester: same organization and,
+   * when the access names a practitioner, the same practitioner.
+   */
+  emergencyAccessOf(patient: string, requester: { org: string; practitioner?: string }, atMs: number): string | undefined {
+    const list = this.emergencies.get(patient) ?? [];
+    for (let i = list.length - 1; i >= 0; i--) {
+      const e = list[i]!;
+      if (e.org !== requester.org || atMs < e.startMs || atMs > e.endMs) continue;
+      if (e.practitioner !== null && e.practitioner !== (requester.practitioner ?? null)) continue;
+      return e.id;
+    }
+    return undefined;
   }
 
   /** Members whose approval is needed for governance: a strict majority. */
