@@ -6,10 +6,11 @@ import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readF
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import pino, { type Logger } from 'pino';
-import { HlError, fromBase64, isHlError, orgIdFromName, randomBytes, systemClock, toBase64, toHex, type Clock } from './kernel/index.js';
+import { HlError, fromBase64, fromBase64Url, isHlError, orgIdFromName, randomBytes, systemClock, toBase64, toHex, type Clock } from './kernel/index.js';
 import {
   Ed25519VerifierPool,
   exportPem,
+  exportPrivateJwk,
   hmacSha256,
   exportPublicJwk,
   generateAesKey,
@@ -24,6 +25,8 @@ import {
   type ParsedTx,
   openSqliteLedgerStore,
   parseTx,
+  patientNetworkId,
+  signPatientLink,
   signTx,
   type AuditReport,
   type LedgerStore,
@@ -40,8 +43,16 @@ import { isResourceType, loadDefinitions, patientCompartmentOf, resourceTypes, v
 import { LedgeredRepository, type RecordCommitBody, type Resource } from './repository/index.js';
 import type { FastifyInstance } from 'fastify';
 
-/** Re-exported for the CLI, which reaches the kernel only through the composition root. */
-export { isHlError };
+/** Re-exported for the CLI, which reaches the other modules only through the composition root. */
+export { isHlError, isResourceType };
+export {
+  purposesOfUse,
+  sensitivityLabels,
+  type ConsentActor,
+  type ConsentProvision,
+  type PurposeOfUse,
+  type SensitivityLabel,
+} from './ledger/index.js';
 
 /** What `config.json` in a data directory holds. */
 export interface NodeConfig {
@@ -129,6 +140,16 @@ export function patientPseudonym(key: Uint8Array, patientId: string): string {
   return `psn-${toHex(hmacSha256(key, new TextEncoder().encode(`patient|${patientId}`)).subarray(0, 16))}`;
 }
 
+/** The txs a patient (or proxy) submits themselves. */
+const patientTxTypes: ReadonlySet<string> = new Set([TxType.patientRegister, TxType.consentGrant, TxType.consentRevoke]);
+
+/** What a patient signs to be linked to a custodian's record (see `patientLinkMessage`). */
+export interface PatientLinkTerms {
+  origin: string;
+  custodian: string;
+  pseudonym: string;
+}
+
 /** A running node: its ledger, orderer and the loop that applies ordered batches. */
 export class HealthledgerNode {
   readonly config: NodeConfig;
@@ -143,6 +164,7 @@ export class HealthledgerNode {
   readonly repository: LedgeredRepository;
   private readonly store: LedgerStore;
   private readonly lock: DataDirLock;
+  private readonly pseudonymKey: Uint8Array;
   private readonly abort = new AbortController();
   private readonly loop: Promise<void>;
   private appliedWaiters: { height: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
@@ -173,6 +195,7 @@ export class HealthledgerNode {
     this.keyPair = parts.keyPair;
     this.log = parts.log;
     this.records = parts.records;
+    this.pseudonymKey = parts.pseudonymKey;
     this.repository = new LedgeredRepository({
       store: parts.records,
       ledger: parts.ledger,
@@ -251,6 +274,40 @@ export class HealthledgerNode {
   /** Submits txs this node signed itself. */
   private submitParsed(txs: readonly ParsedTx[]): Promise<TxReceipt[]> {
     return this.submit(txs.map((t) => t.bytes));
+  }
+
+  /**
+   * Orders a tx that a patient or their proxy signed (`patient.register`, `consent.grant`,
+   * `consent.revoke`) and resolves with its receipt once applied. Anything else, or a tx the ledger would
+   * reject, is refused before ordering; nothing is stored.
+   */
+  async submitPatientTx(bytes: Uint8Array): Promise<TxReceipt> {
+    const tx = parseTx(bytes);
+    if (!patientTxTypes.has(tx.envelope.type) || tx.envelope.signer.kind !== 'patient') {
+      throw new HlError('forbidden', `only patient-signed ${[...patientTxTypes].join(', ')} txs are accepted here`);
+    }
+    const [receipt] = await this.submit([tx.bytes]);
+    if (!receipt!.valid) throw new HlError('conflict', `the tx was ordered but the ledger rejected it: ${receipt!.error}`);
+    return receipt!;
+  }
+
+  /** What a patient signs to be linked to this custodian's local Patient `id` (which must exist). */
+  async patientLinkTerms(id: string): Promise<PatientLinkTerms> {
+    const current = await this.repository.read('Patient', id);
+    if (current.deleted) throw new HlError('deleted', `Patient/${id} was deleted`);
+    return { origin: this.ledger.origin ?? this.config.origin, custodian: this.config.orgId, pseudonym: patientPseudonym(this.pseudonymKey, id) };
+  }
+
+  /**
+   * Links a registered patient's network id to the local Patient `id`: a `patient.link` signed by this
+   * organization and carrying the patient's approval (`patientSig` over {@link patientLinkTerms}).
+   */
+  async linkPatient(id: string, patient: string, patientSig: string): Promise<TxReceipt> {
+    const terms = await this.patientLinkTerms(id);
+    const tx = this.signOwn(TxType.patientLink, { patient, pseudonym: terms.pseudonym, patientSig });
+    const [receipt] = await this.submitParsed([tx]);
+    if (!receipt!.valid) throw new HlError('conflict', `the link was ordered but the ledger rejected it: ${receipt!.error}`);
+    return receipt!;
   }
 
   /**
@@ -700,6 +757,11 @@ export async function startNode(options: {
       clock,
       log,
       fhir: { repository: node.repository, isResourceType, capabilityStatement: () => capability },
+      patients: {
+        submitPatientTx: (bytes) => node.submitPatientTx(bytes),
+        patientLinkTerms: (id) => node.patientLinkTerms(id),
+        linkPatient: (id, patient, sig) => node.linkPatient(id, patient, sig),
+      },
     });
     await server.listen({ port: options.port ?? 8080, host: options.host ?? '127.0.0.1' });
   } catch (err) {
@@ -767,4 +829,75 @@ export function writeSynthBundles(options: {
     options.onProgress?.(i, options.patients);
   }
   return { files: options.patients, resources };
+}
+
+/** A patient's signing key as a key file holds it (DESIGN.md §1: patients hold their keys). */
+export interface PatientKey {
+  /** Network id, `pat-` + base32(SHA-256(public key))[0..26]. */
+  patient: string;
+  /** RFC 7638 thumbprint of the public key. */
+  keyId: string;
+  /** base64url raw Ed25519 public key. */
+  publicKey: string;
+  privateKey: import('node:crypto').KeyObject;
+}
+
+const patientKeyFileType = 'healthledger-patient-key';
+
+/** Makes a new patient key. */
+export function createPatientKey(): PatientKey {
+  const pair = generateEd25519KeyPair();
+  const publicKey = exportPublicJwk(pair.publicKey).x;
+  return { patient: patientNetworkId(fromBase64Url(publicKey)), keyId: pair.keyId, publicKey, privateKey: pair.privateKey };
+}
+
+/**
+ * Writes a patient key file (JSON with the private JWK; mode 0600), durably. Never replaces an existing file:
+ * `conflict` if `file` exists, so a key is never lost by a second `patient new`.
+ */
+export function writePatientKeyFile(file: string, key: PatientKey): void {
+  const body = { type: patientKeyFileType, version: 1, patient: key.patient, keyId: key.keyId, jwk: exportPrivateJwk(key.privateKey) };
+  let fd: number;
+  try {
+    fd = openSync(file, 'wx', 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new HlError('conflict', `${file} already exists; a key file is never overwritten`);
+    throw new HlError('invalid', `cannot create ${file}: ${(err as Error).message}`);
+  }
+  try {
+    writeSync(fd, `${JSON.stringify(body, null, 2)}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reads and checks a patient key file; `invalid` naming the problem otherwise. */
+export function readPatientKeyFile(file: string): PatientKey {
+  const data = readJson<Record<string, unknown>>(file, 'patient key file');
+  const jwk = data.jwk as Record<string, unknown> | undefined;
+  if (data.type !== patientKeyFileType || data.version !== 1 || typeof jwk !== 'object' || jwk === null) {
+    throw new HlError('invalid', `${file} is not a Healthledger patient key file`);
+  }
+  let pair: Ed25519KeyPair;
+  try {
+    pair = importEd25519PrivateKey({ kty: 'OKP', crv: 'Ed25519', x: String(jwk.x), d: String(jwk.d) });
+  } catch {
+    throw new HlError('invalid', `${file} does not hold a valid Ed25519 private key`);
+  }
+  const publicKey = exportPublicJwk(pair.publicKey).x;
+  const patient = patientNetworkId(fromBase64Url(publicKey));
+  if (data.patient !== patient) throw new HlError('invalid', `${file}: its network id does not match its key`);
+  return { patient, keyId: pair.keyId, publicKey, privateKey: pair.privateKey };
+}
+
+/** Signs a tx as a patient (or as a proxy acting for the patient named in `body`). */
+export function signPatientTx(key: PatientKey, type: string, body: Record<string, unknown>): { bytes: Uint8Array; id: string } {
+  const tx = signTx({ type, body, signer: { kind: 'patient', id: key.patient, keyId: key.keyId } }, key.privateKey);
+  return { bytes: tx.bytes, id: tx.id };
+}
+
+/** The patient's approval (base64url signature) of being linked to a custodian's record on these terms. */
+export function approvePatientLink(key: PatientKey, terms: PatientLinkTerms): string {
+  return signPatientLink(terms.origin, { patient: key.patient, custodian: terms.custodian, pseudonym: terms.pseudonym }, key.privateKey);
 }

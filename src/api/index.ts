@@ -7,3 +7,4 @@ export { buildServer, type ApiDeps } from './server.js';
 export { httpErrorOf, outcomeOf } from './errors.js';
 export { buildCapabilityStatement } from './capability.js';
 export type { FhirRouteDeps } from './fhir-routes.js';
+export type { LinkTerms, PatientRouteDeps } from './patient-routes.js';

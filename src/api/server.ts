@@ -10,6 +10,7 @@ import { TokenVerifier, type VerifiedToken } from '../auth/index.js';
 import { handleError, handleNotFound } from './errors.js';
 import { registerLedgerRoutes } from './ledger-routes.js';
 import { registerFhirRoutes, type FhirRouteDeps } from './fhir-routes.js';
+import { registerPatientRoutes, type PatientRouteDeps } from './patient-routes.js';
 
 /** What the API needs from the node. */
 export interface ApiDeps {
@@ -23,6 +24,8 @@ export interface ApiDeps {
   maxBodyBytes?: number;
   /** The FHIR REST API; without it /fhir answers 404. */
   fhir?: FhirRouteDeps;
+  /** Patient registration, consent txs and record links; without it those routes answer 404. */
+  patients?: PatientRouteDeps;
 }
 
 declare module 'fastify' {
@@ -65,6 +68,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   });
 
   registerLedgerRoutes(app, deps.ledger);
+  if (deps.patients) registerPatientRoutes(app, deps.patients);
   if (deps.fhir) registerFhirRoutes(app, deps.fhir);
   return app;
 }

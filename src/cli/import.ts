@@ -5,6 +5,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
+import { outcomeSummary } from './http.js';
 
 /** What one file did. */
 export interface ImportFileResult {
@@ -83,14 +84,10 @@ export async function importFiles(
       } catch {
         throw new Error(`cannot reach ${base}`);
       }
-      const body = (await res.json().catch(() => null)) as { issue?: { diagnostics?: string; expression?: string[] }[] } | null;
+      const body = (await res.json().catch(() => null)) as { issue?: { diagnostics?: string }[] } | null;
       if (res.status === 401) throw new Error(`the node refused the token: ${body?.issue?.[0]?.diagnostics ?? 'unauthorized'}`);
       if (!res.ok) {
-        const issues = body?.issue ?? [];
-        error = `HTTP ${res.status}: ${issues
-          .slice(0, 3)
-          .map((i) => `${i.expression?.[0] ? `${i.expression[0]}: ` : ''}${i.diagnostics ?? ''}`)
-          .join('; ')}${issues.length > 3 ? `; and ${issues.length - 3} more` : ''}`;
+        error = outcomeSummary(res.status, body);
         break;
       }
     }

@@ -7,9 +7,22 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
-import { initNode, isHlError, issueAdminToken, rotateNodeKek, startNode, verifyDataDir, writeSynthBundles } from '../node.js';
+import {
+  createPatientKey,
+  initNode,
+  isHlError,
+  issueAdminToken,
+  readPatientKeyFile,
+  rotateNodeKek,
+  startNode,
+  verifyDataDir,
+  writePatientKeyFile,
+  writeSynthBundles,
+} from '../node.js';
 import { runBench } from '../bench/index.js';
 import { importFiles } from './import.js';
+import { RequestError } from './http.js';
+import { UsageError, grantBody, grantConsent, linkPatient, registerPatient, revokeConsent, type GrantOptions } from './patient.js';
 
 /** Exit codes. */
 export const ExitCode = { ok: 0, failed: 1, usage: 2 } as const;
@@ -224,6 +237,77 @@ function buildProgram(out: (s: string) => void): Command {
       out(`${lines.join('\n')}\n`);
     });
 
+  const patient = program.command('patient').description("a patient's key: create, register on the ledger, link to records");
+  patient
+    .command('new')
+    .description('create a patient key file, register the key on the ledger and print the network id (last line)')
+    .requiredOption('--url <url>', 'a node, e.g. http://127.0.0.1:8080')
+    .requiredOption('--out <keyfile>', 'where to write the new key file (never overwritten; keep it safe)')
+    .option('--link <ref>', 'also link the key to this local Patient/ID at the node (needs a staff token)')
+    .option('--token <token>', 'staff bearer token for --link (default: $HEALTHLEDGER_TOKEN)')
+    .action(async (opts: { url: string; out: string; link?: string; token?: string }) => {
+      const url = checkUrl(opts.url);
+      const token = opts.link ? needToken(opts.token) : undefined;
+      const key = createPatientKey();
+      writePatientKeyFile(opts.out, key);
+      out(`wrote key file ${opts.out}\n`);
+      const r = await registerPatient(url, key);
+      out(`registered on the ledger (leaf ${r.leafIndex})\n`);
+      if (opts.link) {
+        const l = await linkPatient(url, key, opts.link, token!);
+        out(`linked to ${opts.link} at ${l.custodian}\n`);
+      }
+      out(`${key.patient}\n`);
+    });
+  patient
+    .command('link')
+    .description("link an existing patient key to a local Patient/ID at a node (the node's staff token approves)")
+    .requiredOption('--key <keyfile>', "the patient's key file")
+    .requiredOption('--url <url>', 'the node holding the record')
+    .requiredOption('--link <ref>', 'the local Patient/ID')
+    .option('--token <token>', 'staff bearer token (default: $HEALTHLEDGER_TOKEN)')
+    .action(async (opts: { key: string; url: string; link: string; token?: string }) => {
+      const url = checkUrl(opts.url);
+      const token = needToken(opts.token);
+      const key = readPatientKeyFile(opts.key);
+      const l = await linkPatient(url, key, opts.link, token);
+      out(`linked ${key.patient} to ${opts.link} at ${l.custodian}\n`);
+    });
+
+  const consent = program.command('consent').description("a patient's consents on the ledger: grant and revoke");
+  consent
+    .command('grant')
+    .description('sign and submit a consent; prints the new consent id as the last line')
+    .requiredOption('--key <keyfile>', "the patient's (or proxy's) key file")
+    .requiredOption('--url <url>', 'a node')
+    .requiredOption('--to <actor>', 'who: org:ID (or ID), practitioner:ORG/ID, role:ROLE[@ORG], patient:NETWORK-ID; comma-separated')
+    .option('--purpose <p>', 'purposes of use, comma-separated: TREAT, ETREAT, HPAYMT, HRESCH, PUBHLTH', 'TREAT')
+    .option('--class <types>', 'only these FHIR resource types, comma-separated (default: all)')
+    .option('--exclude-label <labels>', 'never these sensitive categories: PSY, HIV, ETH, SEX, GDIS')
+    .option('--until <date>', 'last day (YYYY-MM-DD, UTC) or time the consent holds')
+    .option('--patient <id>', 'the patient, when the key is their proxy')
+    .option('--proxy', 'make the patient actors of --to proxies (they may manage consents for the patient)')
+    .action(async (opts: GrantOptions & { key: string; url: string }) => {
+      const url = checkUrl(opts.url);
+      const key = readPatientKeyFile(opts.key);
+      const body = grantBody(key, opts, Date.now());
+      const r = await grantConsent(url, key, body);
+      out(`consent granted for ${String(body.patient)} (leaf ${r.leafIndex})\n${r.consent}\n`);
+    });
+  consent
+    .command('revoke')
+    .description('sign and submit the revocation of a consent; it is enforced once its block is applied')
+    .requiredOption('--key <keyfile>', "the patient's (or proxy's) key file")
+    .requiredOption('--url <url>', 'a node')
+    .requiredOption('--consent <id>', 'the consent id printed by consent grant')
+    .option('--patient <id>', 'the patient, when the key is their proxy')
+    .action(async (opts: { key: string; url: string; consent: string; patient?: string }) => {
+      const url = checkUrl(opts.url);
+      const key = readPatientKeyFile(opts.key);
+      const r = await revokeConsent(url, key, opts.consent, opts.patient ?? key.patient);
+      out(`consent ${opts.consent} revoked (tx ${r.txId})\n`);
+    });
+
   program
     .command('bench')
     .description('measure the performance budgets of DESIGN.md §10 and print them as a table')
@@ -238,6 +322,17 @@ function buildProgram(out: (s: string) => void): Command {
 /** A usage problem found by the CLI itself. */
 class HlErrorForCli extends Error {}
 
+function checkUrl(url: string): string {
+  if (!/^https?:\/\/[^\s]+$/.test(url)) throw new HlErrorForCli('--url must be an http(s) URL');
+  return url;
+}
+
+function needToken(token: string | undefined): string {
+  const t = token ?? process.env.HEALTHLEDGER_TOKEN;
+  if (!t) throw new HlErrorForCli('a staff token is needed: --token or HEALTHLEDGER_TOKEN (healthledger token --data DIR)');
+  return t;
+}
+
 /** Runs the CLI on `argv` (as process.argv); returns the exit code. */
 export async function run(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
   const program = buildProgram(out);
@@ -245,9 +340,13 @@ export async function run(argv: string[], out: (s: string) => void = (s) => proc
     await program.parseAsync(argv);
     return Number(process.exitCode ?? ExitCode.ok);
   } catch (err) {
-    if (err instanceof HlErrorForCli) {
+    if (err instanceof HlErrorForCli || err instanceof UsageError) {
       process.stderr.write(`healthledger: ${err.message}\n`);
       return ExitCode.usage;
+    }
+    if (err instanceof RequestError) {
+      process.stderr.write(`healthledger: ${err.message}\n`);
+      return ExitCode.failed;
     }
     if (err instanceof CommanderError) {
       return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
