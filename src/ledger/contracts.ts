@@ -6,7 +6,7 @@
 import type { KeyObject } from 'node:crypto';
 import { fromBase64Url, isOrgId, toBase32, toBase64Url, type Issue } from '../kernel/index.js';
 import { canonicalBytes, ed25519KeyId, importEd25519PublicKey, sha256, signEd25519, verifyEd25519 } from '../crypto/index.js';
-import { checkConsentGrantBody, patientIdPattern, type ConsentGrantBody } from './consent-policy.js';
+import { checkConsentGrantBody, patientIdPattern, purposesOfUse, type ConsentGrantBody } from './consent-policy.js';
 import { LedgerState, txMaxAgeMs, txMaxSkewMs, type Member, type RegisteredPatient } from './state.js';
 import { TxType, signatureOf, type ParsedTx } from './tx.js';
 
@@ -472,6 +472,42 @@ const rules: Record<string, Rule> = {
     }
     if (consent.revokedAtMs !== null) issues.push(issue('body.consent', 'consent is already revoked', 'conflict'));
   },
+
+  [TxType.emergencyAccess](tx, scope) {
+    const { ctx, issues } = scope;
+    const body = tx.envelope.body;
+    const signer = signerMember(tx, scope.state, issues);
+    if (signer) checkSignature(tx, signer, scope);
+    for (const k of Object.keys(body)) {
+      if (!['patient', 'practitioner', 'reason', 'start', 'end'].includes(k)) issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+    }
+    if (typeof body.patient !== 'string' || !isPatientRef(body.patient)) issues.push(issue('body.patient', 'must be a patient network id or record pseudonym'));
+    if (body.practitioner !== undefined && (typeof body.practitioner !== 'string' || !fhirId.test(body.practitioner))) {
+      issues.push(issue('body.practitioner', 'must be a pseudonymous practitioner id'));
+    }
+    if (typeof body.reason !== 'string' || !hex64.test(body.reason)) issues.push(issue('body.reason', 'must be the hex salted commitment of the written reason'));
+    const start = timeOf(body.start);
+    const end = timeOf(body.end);
+    if (start === null) issues.push(issue('body.start', 'must be an RFC 3339 UTC timestamp'));
+    if (end === null) issues.push(issue('body.end', 'must be an RFC 3339 UTC timestamp'));
+    if (start === null || end === null) return;
+    if (end <= start || end - start > maxEmergencyMs) issues.push(issue('body.end', `must be after start, at most ${maxEmergencyMs / 3_600_000} h later`));
+    if (start > ctx.blockTimeMs + txMaxSkewMs) issues.push(issue('body.start', 'must not be in the future of its block'));
+  },
+
+  [TxType.accessLog](tx, scope) {
+    const { issues } = scope;
+    const body = tx.envelope.body;
+    const signer = signerMember(tx, scope.state, issues);
+    if (signer) checkSignature(tx, signer, scope);
+    for (const k of Object.keys(body)) if (k !== 'entries') issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+    const entries = body.entries;
+    if (!Array.isArray(entries) || entries.length === 0 || entries.length > maxAccessEntries) {
+      issues.push(issue('body.entries', `must be a list of 1 to ${maxAccessEntries} access entries`));
+      return;
+    }
+    entries.forEach((e: unknown, i) => checkAccessEntry(e, `body.entries[${i}]`, issues));
+  },
 };
 
 /** The members of one version's commitment in a `record.commit` tx. */
@@ -496,6 +532,67 @@ function checkVersionCommitment(v: Record<string, unknown>, at: string, allowed:
     issues.push(issue(`${at}.labels`, 'must be a list of security label codes'));
   }
   for (const k of Object.keys(v)) if (!allowed.includes(k)) issues.push(issue(`${at}.${k}`, `unknown member "${k}"`));
+}
+
+/** Longest break-glass access one `emergency.access` may open (DESIGN.md §6 default is 24 h). */
+export const maxEmergencyMs = 72 * 60 * 60 * 1000;
+
+/** Access entries one `access.log` may carry. */
+export const maxAccessEntries = 128;
+
+/** What an access entry may say was done. */
+export const accessActions = ['read', 'vread', 'search', 'history', 'create', 'update', 'delete', 'export', 'everything', 'proof', 'erase'] as const;
+
+const pseudonymPattern = /^psn-[0-9a-f]{32}$/;
+
+/** A patient as the ledger may name them: their network id, or a custodian's record pseudonym. */
+function isPatientRef(value: string): boolean {
+  return patientIdPattern.test(value) || pseudonymPattern.test(value);
+}
+
+function timeOf(value: unknown): number | null {
+  if (typeof value !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/.test(value)) return null;
+  const t = Date.parse(value);
+  return Number.isNaN(t) ? null : t;
+}
+
+/**
+ * One access entry (DESIGN.md §7), pseudonymous ids only: when, whose data (network id or record
+ * pseudonym), who asked (organization and a pseudonymous user), why (purpose of use), what was done, with
+ * what outcome, the resource types and count involved, and the salted commitment of the node's AuditEvent.
+ */
+function checkAccessEntry(value: unknown, at: string, issues: Issue[]): void {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    issues.push(issue(at, 'must be an access entry object'));
+    return;
+  }
+  const e = value as Record<string, unknown>;
+  for (const k of Object.keys(e)) {
+    if (!['at', 'patient', 'org', 'user', 'purpose', 'action', 'outcome', 'classes', 'count', 'emergency', 'event'].includes(k)) {
+      issues.push(issue(`${at}.${k}`, `unknown member "${k}"`));
+    }
+  }
+  if (timeOf(e.at) === null) issues.push(issue(`${at}.at`, 'must be an RFC 3339 UTC timestamp'));
+  if (e.patient !== undefined && (typeof e.patient !== 'string' || !isPatientRef(e.patient))) {
+    issues.push(issue(`${at}.patient`, 'must be a patient network id or record pseudonym'));
+  }
+  if (typeof e.org !== 'string' || !isOrgId(e.org)) issues.push(issue(`${at}.org`, 'must be an organization id'));
+  if (e.user !== undefined && (typeof e.user !== 'string' || !fhirId.test(e.user))) issues.push(issue(`${at}.user`, 'must be a pseudonymous user id'));
+  if (typeof e.purpose !== 'string' || !(purposesOfUse as readonly string[]).includes(e.purpose)) {
+    issues.push(issue(`${at}.purpose`, `must be one of ${purposesOfUse.join(', ')}`));
+  }
+  if (typeof e.action !== 'string' || !(accessActions as readonly string[]).includes(e.action)) {
+    issues.push(issue(`${at}.action`, `must be one of ${accessActions.join(', ')}`));
+  }
+  if (e.outcome !== 'permit' && e.outcome !== 'deny') issues.push(issue(`${at}.outcome`, 'must be "permit" or "deny"'));
+  if (e.classes !== undefined && (!Array.isArray(e.classes) || e.classes.length > 64 || !e.classes.every((c) => typeof c === 'string' && /^[A-Z][A-Za-z]{1,63}$/.test(c)))) {
+    issues.push(issue(`${at}.classes`, 'must be a list of FHIR resource types'));
+  }
+  if (e.count !== undefined && (!Number.isSafeInteger(e.count) || (e.count as number) < 0)) issues.push(issue(`${at}.count`, 'must be a non-negative integer'));
+  if (e.emergency !== undefined && (typeof e.emergency !== 'string' || !hex64.test(e.emergency))) {
+    issues.push(issue(`${at}.emergency`, 'must be the id of an emergency.access tx'));
+  }
+  if (e.event !== undefined && (typeof e.event !== 'string' || !hex64.test(e.event))) issues.push(issue(`${at}.event`, 'must be a hex SHA-256 commitment'));
 }
 
 /** True when the ledger has validation rules for `type`. */
@@ -558,6 +655,16 @@ export function applyTx(tx: ParsedTx, state: LedgerState): void {
         grantedAtMs: Date.parse(tx.envelope.time),
         revokedAtMs: null,
         revokedBy: null,
+      });
+      break;
+    case TxType.emergencyAccess:
+      state.addEmergency({
+        id: tx.id,
+        patient: body.patient as string,
+        org: tx.envelope.signer.id,
+        practitioner: (body.practitioner as string | undefined) ?? null,
+        startMs: Date.parse(body.start as string),
+        endMs: Date.parse(body.end as string),
       });
       break;
     case TxType.consentRevoke: {

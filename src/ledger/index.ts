@@ -8,6 +8,9 @@
 export { auditLedger, nodeEd25519Verify, type AuditOptions, type AuditProblem, type AuditReport } from './audit.js';
 export { blockHash, genesisPrevHash, txsHash, type BlockHeader, type OrderedBatch, type StoredTx } from './block.js';
 export {
+  accessActions,
+  maxAccessEntries,
+  maxEmergencyMs,
   approvalMessage,
   isKnownTxType,
   memberFromDescriptor,

@@ -1,6 +1,6 @@
 /**
- * Patients and consents on the ledger: `patient.register`, `patient.link`, `consent.grant` and
- * `consent.revoke` as every node judges them (DESIGN.md §1, §3, §6), including forged, replayed and
+ * Patients and consents on the ledger: `patient.register`, `patient.link`, `consent.grant`,
+ * `consent.revoke`, `emergency.access` and `access.log` as every node judges them (DESIGN.md §1, §3, §6), including forged, replayed and
  * misdirected txs, and the state a restarted node rebuilds from its stored blocks.
  */
 import { createHash } from 'node:crypto';
@@ -305,6 +305,89 @@ describe('consent.grant and consent.revoke', () => {
     expect(applyNext(ledger, [g])[0]!.valid).toBe(true);
     expect(applyNext(ledger, [g])[0]!.error).toMatch(/replay/);
     expect(ledger.state.consentsOf(alice.id)).toHaveLength(1);
+  });
+});
+
+function byOrg(org: Org, type: string, body: Record<string, unknown>): ParsedTx {
+  return signTx({ type, body, signer: { kind: 'org', id: org.id, keyId: org.keys.keyId }, time: iso(T0) }, org.keys.privateKey);
+}
+
+const reasonCommitment = 'ab'.repeat(32);
+
+describe('emergency.access', () => {
+  it('opens a time-limited break-glass access for the signing organization and optionally one practitioner', () => {
+    const { ledger, b, alice } = network();
+    const start = blockTime(ledger.height + 1);
+    const tx = byOrg(b, 'emergency.access', { patient: alice.id, practitioner: 'usr-1', reason: reasonCommitment, start: iso(start), end: iso(start + 24 * 3600_000) });
+    expect(applyNext(ledger, [tx])[0]).toMatchObject({ valid: true, error: null });
+    expect(ledger.state.emergencyAccessOf(alice.id, { org: 'org-b', practitioner: 'usr-1' }, start + 1000)).toBe(tx.id);
+    // Another practitioner, another organization, or after the end: not in force.
+    expect(ledger.state.emergencyAccessOf(alice.id, { org: 'org-b', practitioner: 'usr-2' }, start + 1000)).toBeUndefined();
+    expect(ledger.state.emergencyAccessOf(alice.id, { org: 'org-a', practitioner: 'usr-1' }, start + 1000)).toBeUndefined();
+    expect(ledger.state.emergencyAccessOf(alice.id, { org: 'org-b', practitioner: 'usr-1' }, start + 24 * 3600_000 + 1)).toBeUndefined();
+  });
+
+  it('rejects a break-glass without a reason commitment, longer than 72 h, ending before it starts, or from a non-member', () => {
+    const { ledger, a, alice } = network();
+    const start = blockTime(ledger.height + 1);
+    const outsider = makeOrg('org-x');
+    const r = applyNext(ledger, [
+      byOrg(a, 'emergency.access', { patient: alice.id, start: iso(start), end: iso(start + 3600_000) }),
+      byOrg(a, 'emergency.access', { patient: alice.id, reason: reasonCommitment, start: iso(start), end: iso(start + 73 * 3600_000) }),
+      byOrg(a, 'emergency.access', { patient: alice.id, reason: reasonCommitment, start: iso(start), end: iso(start - 1) }),
+      byOrg(outsider, 'emergency.access', { patient: alice.id, reason: reasonCommitment, start: iso(start), end: iso(start + 3600_000) }),
+      byOrg(a, 'emergency.access', { patient: 'Jane Doe', reason: reasonCommitment, start: iso(start), end: iso(start + 3600_000) }),
+    ]);
+    expect(r.map((x) => x.valid)).toEqual([false, false, false, false, false]);
+    expect(r[0]!.error).toMatch(/body.reason/);
+    expect(r[1]!.error).toMatch(/at most 72 h later/);
+    expect(r[2]!.error).toMatch(/must be after start/);
+    expect(r[3]!.error).toMatch(/not a current member key/);
+    expect(r[4]!.error).toMatch(/body.patient/);
+    expect(ledger.state.emergencies.size).toBe(0);
+  });
+});
+
+describe('access.log', () => {
+  const entry = (over: Record<string, unknown> = {}) => ({
+    at: iso(T0),
+    patient: 'psn-' + '0'.repeat(32),
+    org: 'org-b',
+    user: 'usr-7',
+    purpose: 'TREAT',
+    action: 'read',
+    outcome: 'permit',
+    classes: ['Observation'],
+    count: 1,
+    event: 'cd'.repeat(32),
+    ...over,
+  });
+
+  it('accepts up to 128 pseudonymous entries from a member and gives them one leaf', () => {
+    const { ledger, a } = network();
+    const size = ledger.treeSize;
+    const r = applyNext(ledger, [byOrg(a, 'access.log', { entries: Array.from({ length: 128 }, () => entry()) })]);
+    expect(r[0]).toMatchObject({ valid: true, leafIndex: size });
+  });
+
+  it('names every malformed entry member and refuses more than 128 entries', () => {
+    const { ledger, a } = network();
+    const r = applyNext(ledger, [
+      byOrg(a, 'access.log', {
+        entries: [
+          entry({ patient: 'Jane Doe', purpose: 'FUN', action: 'peek', outcome: 'maybe', count: -1, name: 'Jane' }),
+          entry({ org: 'Org B', at: 'yesterday', classes: ['observation'] }),
+        ],
+      }),
+      byOrg(a, 'access.log', { entries: Array.from({ length: 129 }, () => entry()) }),
+      byOrg(a, 'access.log', { entries: [] }),
+    ]);
+    expect(r.map((x) => x.valid)).toEqual([false, false, false]);
+    for (const path of ['entries[0].patient', 'entries[0].purpose', 'entries[0].action', 'entries[0].outcome', 'entries[0].count', 'entries[0].name', 'entries[1].org', 'entries[1].at', 'entries[1].classes']) {
+      expect(r[0]!.error).toContain(path);
+    }
+    expect(r[1]!.error).toMatch(/1 to 128 access entries/);
+    expect(r[2]!.error).toMatch(/1 to 128 access entries/);
   });
 });
 

@@ -21,6 +21,8 @@ export const TxType = {
   patientLink: 'patient.link',
   consentGrant: 'consent.grant',
   consentRevoke: 'consent.revoke',
+  emergencyAccess: 'emergency.access',
+  accessLog: 'access.log',
 } as const;
 export type TxType = (typeof TxType)[keyof typeof TxType];
 
