@@ -40,7 +40,7 @@ import { checkScope, issueToken } from './auth/index.js';
 import { generatePatientBundle } from './synth/index.js';
 import { openPostgresRecordStore, openSqliteRecordStore, type RecordStore, type RotationReport } from './store/index.js';
 import { isResourceType, loadDefinitions, patientCompartmentOf, resourceTypes, validateResource } from './fhir/index.js';
-import { LedgeredRepository, type RecordCommitBody, type Resource } from './repository/index.js';
+import { AccessGuard, GuardedRepository, LedgeredRepository, type RecordCommitBody, type RecordCommitter, type Resource } from './repository/index.js';
 import type { FastifyInstance } from 'fastify';
 
 /** Re-exported for the CLI, which reaches the other modules only through the composition root. */
@@ -150,6 +150,11 @@ export interface PatientLinkTerms {
   pseudonym: string;
 }
 
+/** The ledger pseudonym of a user at an organization (access entries): HMAC-SHA-256, truncated. */
+export function userPseudonym(key: Uint8Array, org: string, user: string): string {
+  return `usr-${toHex(hmacSha256(key, new TextEncoder().encode(`user|${org}|${user}`)).subarray(0, 16))}`;
+}
+
 /** A running node: its ledger, orderer and the loop that applies ordered batches. */
 export class HealthledgerNode {
   readonly config: NodeConfig;
@@ -160,8 +165,10 @@ export class HealthledgerNode {
   readonly log: Logger;
   /** Encrypted records, in the ledger's database. */
   readonly records: RecordStore;
-  /** The only path to records. */
+  /** Records: validate, seal, commit (the core the guarded repository wraps). */
   readonly repository: LedgeredRepository;
+  /** The only path to records for requests: authorize → store → commit → audit. */
+  readonly access: GuardedRepository;
   private readonly store: LedgerStore;
   private readonly lock: DataDirLock;
   private readonly pseudonymKey: Uint8Array;
@@ -203,11 +210,19 @@ export class HealthledgerNode {
       validate: validateResource,
       patientOf: (r: Resource) => patientCompartmentOf(r),
       pseudonymOf: (patientId: string) => patientPseudonym(parts.pseudonymKey, patientId),
-      committer: {
-        sign: (bodies) => bodies.map((b) => this.signOwn(TxType.recordCommit, b)),
-        submit: (txs) => this.submitParsed(txs),
-      },
+      committer: this.committer(),
     });
+    this.access = new GuardedRepository(
+      this.repository,
+      new AccessGuard({ orgId: parts.config.orgId, ledger: parts.ledger, pseudonymOf: (id) => patientPseudonym(parts.pseudonymKey, id), nowMs: () => parts.clock.nowMs() }),
+      {
+        orgId: parts.config.orgId,
+        clock: parts.clock,
+        committer: this.committer(),
+        userPseudonymOf: (org, user) => userPseudonym(parts.pseudonymKey, org, user),
+        onAuditError: (err) => this.log.warn({ err: { code: (err as HlError).code, message: (err as Error).message } }, 'an audit write failed'),
+      },
+    );
     this.loop = this.applyLoop();
   }
 
@@ -271,6 +286,15 @@ export class HealthledgerNode {
     return tx;
   }
 
+  /** Signs and orders this organization's record, access and break-glass txs. */
+  private committer(): RecordCommitter {
+    return {
+      sign: (bodies) => bodies.map((b) => this.signOwn(TxType.recordCommit, b)),
+      signAs: (type, bodies) => bodies.map((b) => this.signOwn(type, b)),
+      submit: (txs) => this.submitParsed(txs),
+    };
+  }
+
   /** Submits txs this node signed itself. */
   private submitParsed(txs: readonly ParsedTx[]): Promise<TxReceipt[]> {
     return this.submit(txs.map((t) => t.bytes));
@@ -330,6 +354,8 @@ export class HealthledgerNode {
   }
 
   async close(): Promise<void> {
+    // Audit entries of the last requests are committed before the node stops.
+    await this.access.flushAudit();
     this.abort.abort();
     await this.orderer.close();
     await this.loop;
@@ -756,7 +782,7 @@ export async function startNode(options: {
       publicKey: node.keyPair.publicKey,
       clock,
       log,
-      fhir: { repository: node.repository, isResourceType, capabilityStatement: () => capability },
+      fhir: { repository: node.access, isResourceType, capabilityStatement: () => capability },
       patients: {
         submitPatientTx: (bytes) => node.submitPatientTx(bytes),
         patientLinkTerms: (id) => node.patientLinkTerms(id),

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { leafHash, verifyCheckpoint, verifyInclusion } from '../src/ledger/verify.js';
-import { runCli, useFhirNode } from './helpers.js';
+import { runCli, useFhirNode, dataLeaves } from './helpers.js';
 
 const fhir = useFhirNode('Summit Clinic');
 const { work, call } = fhir;
@@ -21,7 +21,7 @@ const patient = {
   address: [{ line: ['17 Larkspur Close'], city: 'Pembrooke' }],
 };
 
-const ledgerSize = () => fhir.running.node.ledger.treeSize;
+const ledgerSize = () => dataLeaves(fhir.running.node.ledger);
 
 describe('FHIR CRUD', () => {
   let id = '';
@@ -193,6 +193,7 @@ describe('concurrent writes (group commit)', () => {
     expect(statuses.filter((s) => s !== 200).every((s) => s === 409 || s === 412)).toBe(true);
     const winner = results.find((r) => r.status === 200)!.json;
     expect((await call('GET', `/fhir/Observation/${created.id}`)).json.code.text).toBe(winner.code.text);
+    await fhir.running.node.access.flushAudit();
     expect(await fhir.running.node.records.pendingVersions()).toEqual([]);
   });
 });

@@ -48,6 +48,7 @@ describe('fuzzed requests', () => {
       { numRuns: 250 },
     );
     // Exactly what was acknowledged reached the ledger: one commitment per accepted version, nothing else.
+    await running.node.access.flushAudit();
     expect(committedVersions(running.node.ledger.store, before, running.node.ledger.treeSize)).toBe(accepted);
     expect(await running.node.records.pendingVersions()).toEqual([]);
   }, 120_000);

@@ -47,11 +47,34 @@ export function commitBody(i: number): Record<string, unknown> {
 export function committedVersions(store: { entry(leafIndex: number): Uint8Array | null }, from: number, to: number): number {
   let n = 0;
   for (let i = from; i < to; i++) {
-    const tx = JSON.parse(Buffer.from(store.entry(i)!).toString('utf8')) as { type: string; body: { versions?: unknown[] } };
-    if (tx.type === 'record.commit') n += tx.body.versions?.length ?? 1;
+    const tx = JSON.parse(Buffer.from(store.entry(i)!).toString('utf8')) as { type: string; body: Record<string, unknown> };
+    if (tx.type === 'record.commit') n += versionsOf(tx.body).filter((v) => v.resourceType !== 'AuditEvent').length;
   }
   return n;
 }
+
+function versionsOf(body: Record<string, unknown>): { resourceType?: unknown }[] {
+  return (body.versions as { resourceType?: unknown }[] | undefined) ?? [body];
+}
+
+/**
+ * The ledger's leaves that carry data, not audit trail: every leaf but `access.log` entries and
+ * `record.commit`s of AuditEvents only. Every request leaves an AuditEvent and an access entry (issue 4),
+ * written off the request's path, so "nothing was stored" is a statement about these leaves.
+ */
+export function dataLeaves(ledger: { treeSize: number; store: { entry(leafIndex: number): Uint8Array | null } }): number {
+  let n = 0;
+  for (let i = 0; i < ledger.treeSize; i++) {
+    const tx = JSON.parse(Buffer.from(ledger.store.entry(i)!).toString('utf8')) as { type: string; body: Record<string, unknown> };
+    if (tx.type === 'access.log') continue;
+    if (tx.type === 'record.commit' && versionsOf(tx.body).every((v) => v.resourceType === 'AuditEvent')) continue;
+    n++;
+  }
+  return n;
+}
+
+/** True for a reference to an AuditEvent (`AuditEvent/...`). */
+export const isAuditRef = (ref: string): boolean => ref.startsWith('AuditEvent/') || ref.includes('/fhir/AuditEvent/');
 
 /**
  * The commitment a `record.commit` leaf (parsed JSON) holds for `Type/id/_history/vid`: its body's own, or

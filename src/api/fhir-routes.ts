@@ -7,7 +7,7 @@ import { STATUS_CODES } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HlError, toBase64 } from '../kernel/index.js';
 import { parseBundle, subsetResource, versionOfETag, type BundleEntryRequest } from '../fhir/index.js';
-import { resourceOf, type BatchEntryResult, type LedgeredRepository, type ServedVersion } from '../repository/index.js';
+import { resourceOf, type AccessContext, type BatchEntryResult, type GuardedRepository, type ServedVersion } from '../repository/index.js';
 import { intParam } from './params.js';
 import { httpErrorOf, outcomeOf } from './errors.js';
 
@@ -16,7 +16,9 @@ const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
 
 /** What the FHIR routes need. */
 export interface FhirRouteDeps {
-  repository: LedgeredRepository;
+  repository: GuardedRepository;
+  /** Who asks and why, from the request's verified token and headers (see server.ts). */
+  accessContextOf: (req: FastifyRequest) => AccessContext;
   /** True for an R4 resource type name. */
   isResourceType: (name: string) => boolean;
   /** The CapabilityStatement served at /fhir/metadata. */
@@ -66,6 +68,7 @@ function ifMatchVersion(header: string | undefined): string | undefined {
 /** Registers the FHIR interactions on `app`. */
 export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): void {
   const { repository } = deps;
+  const ctx = (req: FastifyRequest) => deps.accessContextOf(req);
 
   app.get('/fhir/metadata', async (_req, reply) => reply.type(fhirJson).send(deps.capabilityStatement()));
   registerBundleRoute(app, deps);
@@ -74,11 +77,11 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
     checkType(deps, req.params.type);
     const ifNoneExist = req.headers['if-none-exist'];
     if (typeof ifNoneExist === 'string') {
-      const { version, created } = await repository.createIfNoneExist(req.params.type, req.body, ifNoneExist);
+      const { version, created } = await repository.createIfNoneExist(ctx(req), req.params.type, req.body, ifNoneExist);
       if (created) reply.header('Location', `${baseUrl(req)}/${version.resourceType}/${version.id}/_history/${version.versionId}`);
       return sendVersion(reply, version, created ? 201 : 200);
     }
-    const v = await repository.create(req.params.type, req.body);
+    const v = await repository.create(ctx(req), req.params.type, req.body);
     reply.header('Location', `${baseUrl(req)}/${v.resourceType}/${v.id}/_history/${v.versionId}`);
     return sendVersion(reply, v, 201);
   });
@@ -95,7 +98,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
 
   app.get<{ Params: { id: string } }>('/fhir/Patient/:id/$everything', async (req, reply) => {
     checkId('id', req.params.id);
-    const versions = await repository.everything(req.params.id);
+    const versions = await repository.everything(ctx(req), req.params.id);
     const base = baseUrl(req);
     return reply.type(fhirJson).send({
       resourceType: 'Bundle',
@@ -113,7 +116,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
    */
   const search = async (req: FastifyRequest<{ Params: TypeParams }>, reply: FastifyReply, query: URLSearchParams) => {
     checkType(deps, req.params.type);
-    const { total, page, included, plan } = await repository.search(req.params.type, query);
+    const { total, page, included, plan } = await repository.search(ctx(req), req.params.type, query);
     const base = baseUrl(req);
     const link = (offset: number) => {
       const q = new URLSearchParams(query);
@@ -155,21 +158,21 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
   app.get<{ Params: IdParams }>('/fhir/:type/:id', async (req, reply) => {
     checkType(deps, req.params.type);
     checkId('id', req.params.id);
-    return sendVersion(reply, goneIfDeleted(await repository.read(req.params.type, req.params.id)));
+    return sendVersion(reply, goneIfDeleted(await repository.read(ctx(req), req.params.type, req.params.id)));
   });
 
   app.get<{ Params: VidParams }>('/fhir/:type/:id/_history/:vid', async (req, reply) => {
     checkType(deps, req.params.type);
     checkId('id', req.params.id);
     checkId('versionId', req.params.vid);
-    return sendVersion(reply, goneIfDeleted(await repository.vread(req.params.type, req.params.id, req.params.vid)));
+    return sendVersion(reply, goneIfDeleted(await repository.vread(ctx(req), req.params.type, req.params.id, req.params.vid)));
   });
 
   app.put<{ Params: IdParams }>('/fhir/:type/:id', async (req, reply) => {
     checkType(deps, req.params.type);
     checkId('id', req.params.id);
     const ifMatch = ifMatchVersion(req.headers['if-match'] as string | undefined);
-    const v = await repository.update(req.params.type, req.params.id, req.body, ifMatch);
+    const v = await repository.update(ctx(req), req.params.type, req.params.id, req.body, ifMatch);
     return sendVersion(reply, v, 200);
   });
 
@@ -178,7 +181,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
     const query = rawQuery(req);
     if (query === '') throw new HlError('invalid', 'PUT to a type needs a search (conditional update: PUT [type]?[search])');
     const ifMatch = ifMatchVersion(req.headers['if-match'] as string | undefined);
-    const { status, version } = await repository.conditional('PUT', req.params.type, query, req.body, ifMatch);
+    const { status, version } = await repository.conditional(ctx(req), 'PUT', req.params.type, query, req.body, ifMatch);
     const v = version!;
     if (status === 201) reply.header('Location', `${baseUrl(req)}/${v.resourceType}/${v.id}/_history/${v.versionId}`);
     return sendVersion(reply, v, status);
@@ -189,7 +192,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
     const query = rawQuery(req);
     if (query === '') throw new HlError('invalid', 'DELETE of a type needs a search (conditional delete: DELETE [type]?[search])');
     const ifMatch = ifMatchVersion(req.headers['if-match'] as string | undefined);
-    const { version } = await repository.conditional('DELETE', req.params.type, query, undefined, ifMatch);
+    const { version } = await repository.conditional(ctx(req), 'DELETE', req.params.type, query, undefined, ifMatch);
     if (version) reply.header('ETag', `W/"${version.versionId}"`);
     return reply.code(204).send();
   });
@@ -200,13 +203,13 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
     const type = String(req.headers['content-type'] ?? '');
     if (!type.startsWith('application/json-patch+json')) throw new HlError('invalid', 'PATCH needs Content-Type application/json-patch+json');
     const ifMatch = ifMatchVersion(req.headers['if-match'] as string | undefined);
-    return sendVersion(reply, await repository.patch(req.params.type, req.params.id, req.body, ifMatch), 200);
+    return sendVersion(reply, await repository.patch(ctx(req), req.params.type, req.params.id, req.body, ifMatch), 200);
   });
 
   app.delete<{ Params: IdParams }>('/fhir/:type/:id', async (req, reply) => {
     checkType(deps, req.params.type);
     checkId('id', req.params.id);
-    const v = await repository.delete(req.params.type, req.params.id);
+    const v = await repository.delete(ctx(req), req.params.type, req.params.id);
     if (v) reply.header('ETag', `W/"${v.versionId}"`);
     return reply.code(204).send();
   });
@@ -247,25 +250,25 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
   };
 
   app.get<{ Querystring: Record<string, string> }>('/fhir/_history', async (req, reply) =>
-    history(req, reply, '/_history', (o) => repository.historyOf(null, o)),
+    history(req, reply, '/_history', (o) => repository.historyOf(ctx(req), null, o)),
   );
 
   app.get<{ Params: TypeParams; Querystring: Record<string, string> }>('/fhir/:type/_history', async (req, reply) => {
     checkType(deps, req.params.type);
-    return history(req, reply, `/${req.params.type}/_history`, (o) => repository.historyOf(req.params.type, o));
+    return history(req, reply, `/${req.params.type}/_history`, (o) => repository.historyOf(ctx(req), req.params.type, o));
   });
 
   app.get<{ Params: IdParams; Querystring: Record<string, string> }>('/fhir/:type/:id/_history', async (req, reply) => {
     checkType(deps, req.params.type);
     checkId('id', req.params.id);
-    return history(req, reply, `/${req.params.type}/${req.params.id}/_history`, (o) => repository.history(req.params.type, req.params.id, o));
+    return history(req, reply, `/${req.params.type}/${req.params.id}/_history`, (o) => repository.history(ctx(req), req.params.type, req.params.id, o));
   });
 
   app.get<{ Params: VidParams }>('/fhir/:type/:id/_history/:vid/$proof', async (req, reply) => {
     checkType(deps, req.params.type);
     checkId('id', req.params.id);
     checkId('versionId', req.params.vid);
-    const p = await repository.proof(req.params.type, req.params.id, req.params.vid);
+    const p = await repository.proof(ctx(req), req.params.type, req.params.id, req.params.vid);
     // leafIndex and treeSize are integer64 (FHIR R5 type name; JSON string form) per DESIGN.md §9.
     return reply.type(fhirJson).send({
       resourceType: 'Parameters',
@@ -352,7 +355,7 @@ export function registerBundleRoute(app: FastifyInstance, deps: FhirRouteDeps): 
     if (type === 'transaction') {
       const malformed = entries.flatMap((e) => (e.ok ? [] : e.issues));
       if (malformed.length > 0) throw new HlError('invalid', `the transaction has malformed entries; nothing was stored`, { issues: malformed });
-      const results = await deps.repository.transaction(entries.flatMap((e) => (e.ok ? [e.entry] : [])));
+      const results = await deps.repository.transaction(deps.accessContextOf(req), entries.flatMap((e) => (e.ok ? [e.entry] : [])));
       for (const [i, r] of results.entries()) {
         // A read can only fail here if the data changed after the transaction checked it: the writes stand.
         entry[i] = r.kind === 'read' ? await readEntry(app, req, base, r.entry) : writeEntry(base, r.status, r.version);
@@ -361,7 +364,7 @@ export function registerBundleRoute(app: FastifyInstance, deps: FhirRouteDeps): 
     }
     const wellFormed = entries.flatMap((e) => (e.ok ? [e.entry] : []));
     for (const e of entries) if (!e.ok) entry[e.index] = errorEntry(req, new HlError('invalid', 'malformed entry', { issues: e.issues }));
-    const results: BatchEntryResult[] = await deps.repository.batch(wellFormed);
+    const results: BatchEntryResult[] = await deps.repository.batch(deps.accessContextOf(req), wellFormed);
     for (const [k, r] of results.entries()) {
       const i = wellFormed[k]!.index;
       entry[i] = r.kind === 'error' ? errorEntry(req, r.error) : r.kind === 'write' ? writeEntry(base, r.status, r.version) : await readEntry(app, req, base, r.entry);

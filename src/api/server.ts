@@ -11,6 +11,7 @@ import { handleError, handleNotFound } from './errors.js';
 import { registerLedgerRoutes } from './ledger-routes.js';
 import { registerFhirRoutes, type FhirRouteDeps } from './fhir-routes.js';
 import { registerPatientRoutes, type PatientRouteDeps } from './patient-routes.js';
+import { accessContextOf } from './access-context.js';
 
 /** What the API needs from the node. */
 export interface ApiDeps {
@@ -23,7 +24,7 @@ export interface ApiDeps {
   /** Largest accepted request body. */
   maxBodyBytes?: number;
   /** The FHIR REST API; without it /fhir answers 404. */
-  fhir?: FhirRouteDeps;
+  fhir?: Omit<FhirRouteDeps, 'accessContextOf'>;
   /** Patient registration, consent txs and record links; without it those routes answer 404. */
   patients?: PatientRouteDeps;
 }
@@ -69,6 +70,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
 
   registerLedgerRoutes(app, deps.ledger);
   if (deps.patients) registerPatientRoutes(app, deps.patients);
-  if (deps.fhir) registerFhirRoutes(app, deps.fhir);
+  if (deps.fhir) registerFhirRoutes(app, { ...deps.fhir, accessContextOf: (req) => accessContextOf(req, deps.orgId) });
   return app;
 }

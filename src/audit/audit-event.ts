@@ -52,6 +52,12 @@ export interface AuditInput {
   query?: string;
   /** Id of an `emergency.access` this access relied on. */
   emergency?: string;
+  /**
+   * The written break-glass reason and the salt of its ledger commitment (`emergency.access` carries only
+   * SHA-256(salt || reason)), kept in the AuditEvent, which is encrypted at rest, so the reason can be
+   * shown and proven later.
+   */
+  emergencyReason?: { text: string; salt: string };
 }
 
 const subtypeByAction: Record<AccessAction, string> = {
@@ -143,6 +149,14 @@ export function buildAuditEvent(input: AuditInput): AuditEvent {
       what: { identifier: { system: 'urn:healthledger:tx', value: input.emergency } },
       type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2', display: 'System Object' },
       description: 'emergency.access (break-glass) in force',
+      ...(input.emergencyReason
+        ? {
+            detail: [
+              { type: 'reason', valueString: input.emergencyReason.text },
+              { type: 'reason-salt', valueBase64Binary: input.emergencyReason.salt },
+            ],
+          }
+        : {}),
     });
   }
   return {

@@ -1,7 +1,8 @@
 /**
  * @module repository
- * The ONLY path to records: each call = authorize (consent, issue 4) → store → commit to ledger → audit
- * (issue 4). May import: kernel, fhir, store, ledger, consent, audit.
+ * The ONLY path to records: each call = authorize (consent) → store → commit to ledger → audit.
+ * `GuardedRepository` is what requests reach; `LedgeredRepository` is its store-and-commit core.
+ * May import: kernel, fhir, store, ledger, consent, audit.
  */
 export {
   LedgeredRepository,
@@ -13,6 +14,9 @@ export {
   type Resource,
   type SearchResult,
   type ServedVersion,
+  type VersionFilter,
   type VersionProof,
 } from './ledgered-repository.js';
+export { AccessGuard, labelsOf, type AccessContext } from './access.js';
+export { GuardedRepository, emergencyAccessMs, type GuardedRepositoryDeps } from './guarded-repository.js';
 export { type BatchEntryResult, type BundleEntryResult } from './bundle-processor.js';

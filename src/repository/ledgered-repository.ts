@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { HlError, newResourceId, type Clock, type Issue } from '../kernel/index.js';
 import { commitmentOf, contentOf, generateSalt, type RecordStore, type StoredVersion } from '../store/index.js';
 import { matchesSearch, parseBundleEntry, partlyIndexed, planSearch, referencesOf, searchIndexOf, sortMatches, type BundleEntryRequest, type SearchPlan } from '../fhir/index.js';
-import { maxCommitVersions, maxTxBytes, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
+import { maxAccessEntries, maxCommitVersions, maxTxBytes, type Ledger, type ParsedTx, type StoredTx, type TxReceipt } from '../ledger/index.js';
+import type { AccessEntry } from '../audit/index.js';
 import { applyJsonPatch, BundleProcessor, checkIfMatch, outsideBundle, type BatchEntryResult, type BundleEntryResult } from './bundle-processor.js';
 
 /** A FHIR resource as JSON. */
@@ -61,6 +62,8 @@ export function commitmentsOf(body: RecordCommitBody): VersionCommitment[] {
 export interface RecordCommitter {
   /** Signs one tx per body; the tx ids are known before anything is stored. */
   sign(bodies: readonly RecordCommitBody[]): ParsedTx[];
+  /** Signs other txs of this organization (`access.log`, `emergency.access`), one per body. */
+  signAs(type: string, bodies: readonly Record<string, unknown>[]): ParsedTx[];
   /** Orders and applies them; resolves with receipts once durable and applied. */
   submit(txs: readonly ParsedTx[]): Promise<TxReceipt[]>;
 }
@@ -88,6 +91,8 @@ export interface ServedVersion {
   deleted: boolean;
   /** The RFC 8785 bytes that were committed (meta included). */
   content: Uint8Array;
+  /** Local id of the Patient whose compartment holds the version, or null. */
+  patient: string | null;
 }
 
 /** The pieces of a `$proof`. */
@@ -108,7 +113,15 @@ export function resourceOf(v: { content: Uint8Array }): { resourceType: string }
 }
 
 function served(v: StoredVersion): ServedVersion {
-  return { resourceType: v.resourceType, id: v.id, versionId: v.versionId, lastUpdated: v.lastUpdated, deleted: v.deleted, content: v.content };
+  return {
+    resourceType: v.resourceType,
+    id: v.id,
+    versionId: v.versionId,
+    lastUpdated: v.lastUpdated,
+    deleted: v.deleted,
+    content: v.content,
+    patient: v.patient,
+  };
 }
 
 /** A version ready to seal and commit. */
@@ -152,13 +165,35 @@ function byNewest(a: { version: StoredVersion }, b: { version: StoredVersion }):
   return x.lastUpdated < y.lastUpdated ? 1 : x.lastUpdated > y.lastUpdated ? -1 : x.id < y.id ? -1 : x.id > y.id ? 1 : 0;
 }
 
+/** Which versions a requester may see (the repository's authorize step decides; see `access.ts`). */
+export type VersionFilter = (v: { resourceType: string; patient: string | null; content: Uint8Array }) => boolean;
+
+/** `access.log` bodies for entries: up to the ledger's entry limit each, and well inside its byte limit. */
+function accessLogBodies(entries: readonly AccessEntry[]): { entries: AccessEntry[] }[] {
+  const bodies: { entries: AccessEntry[] }[] = [];
+  let chunk: AccessEntry[] = [];
+  let bytes = 0;
+  for (const e of entries) {
+    const size = JSON.stringify(e).length;
+    if (chunk.length > 0 && (chunk.length === maxAccessEntries || bytes + size > maxTxBytes / 2)) {
+      bodies.push({ entries: chunk });
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(e);
+    bytes += size;
+  }
+  if (chunk.length > 0) bodies.push({ entries: chunk });
+  return bodies;
+}
+
 /** Most requests one group commit serves. */
 const maxGroupRequests = 256;
 
 /** The ledgered repository. */
 export class LedgeredRepository {
   private readonly deps: RepositoryDeps;
-  private queue: { prepared: PreparedVersion[]; resolve: (v: ServedVersion[]) => void; reject: (e: unknown) => void }[] = [];
+  private queue: { prepared: PreparedVersion[]; access: AccessEntry[]; resolve: (v: ServedVersion[]) => void; reject: (e: unknown) => void }[] = [];
   private flushing = false;
   private readonly bundles: BundleProcessor;
   /** Decoded commitments of recently read leaves, by tx id, with the SHA-256 of the bytes they came from. */
@@ -206,10 +241,27 @@ export class LedgeredRepository {
    */
   private writeCommitted(versions: { version: Resource; patient: string | null; deleted: boolean }[]): Promise<ServedVersion[]> {
     const prepared = versions.map((v) => this.prepare(v));
+    return this.enqueue(prepared, []);
+  }
+
+  private enqueue(prepared: PreparedVersion[], access: AccessEntry[]): Promise<ServedVersion[]> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ prepared, resolve, reject });
+      this.queue.push({ prepared, access, resolve, reject });
       if (!this.flushing) void this.flush();
     });
+  }
+
+  /**
+   * Writes AuditEvents (each a new resource, in its patient's compartment) and their `access.log` entries,
+   * which learn each event's commitment: they join the next group commit, so auditing costs no ordering
+   * round of its own. Resolves once they are committed.
+   */
+  writeAudit(events: readonly { event: Resource; patient: string | null; entry: (eventCommitment: string) => AccessEntry }[]): Promise<ServedVersion[]> {
+    const lastUpdated = this.nowInstant();
+    const prepared = events.map(({ event, patient }) =>
+      this.prepare({ version: { ...event, id: newResourceId(), meta: { versionId: '1', lastUpdated } }, patient, deleted: false }),
+    );
+    return this.enqueue(prepared, events.map((e, i) => e.entry(prepared[i]!.commitment.commitment)));
   }
 
   private prepare({ version, patient, deleted }: { version: Resource; patient: string | null; deleted: boolean }): PreparedVersion {
@@ -235,7 +287,7 @@ export class LedgeredRepository {
         await new Promise<void>((r) => setImmediate(r));
         const group = this.queue.splice(0, maxGroupRequests);
         try {
-          const served = await this.commitGroup(group.flatMap((g) => g.prepared));
+          const served = await this.commitGroup(group.flatMap((g) => g.prepared), group.flatMap((g) => g.access));
           let at = 0;
           for (const g of group) {
             g.resolve(served.slice(at, at + g.prepared.length));
@@ -248,7 +300,7 @@ export class LedgeredRepository {
           }
           // One request's problem (say, a version conflict) must not fail the others: retry each alone.
           for (const g of group) {
-            await this.commitGroup(g.prepared).then(g.resolve, g.reject);
+            await this.commitGroup(g.prepared, g.access).then(g.resolve, g.reject);
           }
         }
       }
@@ -293,9 +345,12 @@ export class LedgeredRepository {
     return { bodies, txOf };
   }
 
-  private async commitGroup(prepared: PreparedVersion[]): Promise<ServedVersion[]> {
+  private async commitGroup(prepared: PreparedVersion[], access: AccessEntry[] = []): Promise<ServedVersion[]> {
     const { bodies, txOf } = this.commitBodies(prepared);
     const txs = this.deps.committer.sign(bodies);
+    // The group's access entries ride in the same ordered batch, in txs after the record commitments.
+    const accessTxs = this.deps.committer.signAs('access.log', accessLogBodies(access));
+    const allTxs = [...txs, ...accessTxs];
     await this.deps.store.writeVersions(
       prepared.map((p, i) => ({
         resourceType: p.version.resourceType,
@@ -313,7 +368,7 @@ export class LedgeredRepository {
     );
     let receipts: TxReceipt[];
     try {
-      receipts = await this.deps.committer.submit(txs);
+      receipts = await this.deps.committer.submit(allTxs);
     } catch (err) {
       // Not ordered: nothing was acknowledged, so the pending versions go.
       await this.deps.store.dropPending({ txIds: txs.map((t) => t.id) });
@@ -332,6 +387,7 @@ export class LedgeredRepository {
       lastUpdated: p.meta.lastUpdated,
       deleted: p.deleted,
       content: p.content,
+      patient: p.patient,
     }));
   }
 
@@ -412,14 +468,15 @@ export class LedgeredRepository {
    * Patient/$everything (patient-operation-everything): the Patient and every current resource of its
    * compartment, each checked against its ledger commitment.
    */
-  async everything(patientId: string): Promise<ServedVersion[]> {
+  async everything(patientId: string, allow?: VersionFilter): Promise<ServedVersion[]> {
     const patient = await this.readVerified('Patient', patientId);
     if (patient.deleted) throw new HlError('deleted', `Patient/${patientId} was deleted`);
-    const out = [patient];
+    const out = allow === undefined || allow(patient) ? [patient] : [];
     for (const ref of await this.deps.store.compartment(patientId)) {
-      if (ref.resourceType === 'Patient' && ref.id === patientId) continue;
+      // The compartment's audit trail is not part of the record it describes.
+      if ((ref.resourceType === 'Patient' && ref.id === patientId) || ref.resourceType === 'AuditEvent') continue;
       const v = await this.readVerified(ref.resourceType, ref.id);
-      if (!v.deleted) out.push(v);
+      if (!v.deleted && (allow === undefined || allow(v))) out.push(v);
     }
     return out;
   }
@@ -502,9 +559,11 @@ export class LedgeredRepository {
    * page's entries and the `_include`/`_revinclude` resources are checked against their ledger commitments
    * like any read. `included` is not counted in `total`.
    */
-  async search(resourceType: string, query: URLSearchParams): Promise<SearchResult> {
+  async search(resourceType: string, query: URLSearchParams, allow?: VersionFilter): Promise<SearchResult> {
     const plan = planSearch(resourceType, query, { nowMs: this.deps.clock.nowMs() });
-    const matches = await this.matchAll(resourceType, plan, plan.sort.length > 0);
+    const all = await this.matchAll(resourceType, plan, plan.sort.length > 0);
+    // Versions the requester may not see are dropped before counting and paging: not even their number shows.
+    const matches = allow ? all.filter((m) => allow(m.version)) : all;
     const ordered = plan.sort.length > 0 ? sortMatches(matches, plan.sort, (m) => m.resource!, byNewest) : matches.sort(byNewest);
     const page = plan.summary === 'count' ? [] : ordered.slice(plan.offset, plan.offset + plan.count);
     const verified = [];
@@ -513,7 +572,7 @@ export class LedgeredRepository {
       this.checkedCommitment(m.version);
       verified.push(served(m.version));
     }
-    const included = await this.included(plan, verified);
+    const included = await this.included(plan, verified, allow);
     return { total: ordered.length, page: verified, included, plan };
   }
 
@@ -568,7 +627,7 @@ export class LedgeredRepository {
    * already a match, in the order found; missing, deleted or erased targets are skipped. Throws `too-costly`
    * past {@link maxIncluded}.
    */
-  private async included(plan: SearchPlan, page: readonly ServedVersion[]): Promise<ServedVersion[]> {
+  private async included(plan: SearchPlan, page: readonly ServedVersion[], allow?: VersionFilter): Promise<ServedVersion[]> {
     if (page.length === 0 || (plan.include.length === 0 && plan.revinclude.length === 0)) return [];
     const seen = new Set(page.map((v) => `${v.resourceType}/${v.id}`));
     const out: ServedVersion[] = [];
@@ -582,7 +641,7 @@ export class LedgeredRepository {
         if (err instanceof HlError && err.code === 'not-found') return;
         throw err;
       }
-      if (v.deleted || !accept(v)) return;
+      if (v.deleted || !accept(v) || (allow !== undefined && !allow(v))) return;
       seen.add(key);
       out.push(v);
       if (out.length > maxIncluded) {

@@ -1,0 +1,289 @@
+/**
+ * The repository as requests reach it (DESIGN.md §2, §6, §7): authorize → store → commit → audit. Every
+ * call names its requester and purpose (`AccessContext`); reads give only what the guard permits, a wholly
+ * denied read is a 403 naming the missing consent (never the data), searches silently leave out what is
+ * denied (not even its count shows), break-glass is committed to the ledger before any data is served,
+ * and every interaction, denials included, leaves an IHE BALP AuditEvent at this node and a pseudonymous
+ * `access.log` entry on the ledger (both joining the next group commit, off the request's path for reads).
+ */
+import { createHash } from 'node:crypto';
+import { HlError, randomBytes, toBase64, toHex, type Clock } from '../kernel/index.js';
+import { accessEntryOf, buildAuditEvent, type AccessAction, type AuditInput } from '../audit/index.js';
+import type { Decision } from '../consent/index.js';
+import type { BundleEntryRequest } from '../fhir/index.js';
+import { AccessGuard, type AccessContext } from './access.js';
+import type { BatchEntryResult, BundleEntryResult } from './bundle-processor.js';
+import type { LedgeredRepository, RecordCommitter, Resource, SearchResult, ServedVersion, VersionFilter, VersionProof } from './ledgered-repository.js';
+
+/** How long a break-glass access lasts (DESIGN.md §6). */
+export const emergencyAccessMs = 24 * 60 * 60 * 1000;
+
+/** What the guarded repository needs besides the repository and the guard. */
+export interface GuardedRepositoryDeps {
+  orgId: string;
+  clock: Clock;
+  committer: RecordCommitter;
+  /** A stable pseudonym of a user at an organization, for the ledger's access entries. */
+  userPseudonymOf: (org: string, user: string) => string;
+  /** Where failures of the (asynchronous) audit write are reported; they never fail the request. */
+  onAuditError?: (err: unknown) => void;
+}
+
+const refOf = (v: { resourceType: string; id: string; versionId: string }) => `${v.resourceType}/${v.id}/_history/${v.versionId}`;
+
+/** The repository behind authorization and audit. */
+export class GuardedRepository {
+  private readonly pendingAudits = new Set<Promise<unknown>>();
+
+  constructor(
+    readonly inner: LedgeredRepository,
+    readonly guard: AccessGuard,
+    private readonly deps: GuardedRepositoryDeps,
+  ) {}
+
+  // --- reads ---------------------------------------------------------------------------------------------
+
+  async read(ctx: AccessContext, resourceType: string, id: string): Promise<ServedVersion> {
+    return this.servedOne(ctx, 'read', await this.inner.read(resourceType, id));
+  }
+
+  async vread(ctx: AccessContext, resourceType: string, id: string, versionId: string): Promise<ServedVersion> {
+    return this.servedOne(ctx, 'vread', await this.inner.vread(resourceType, id, versionId));
+  }
+
+  async proof(ctx: AccessContext, resourceType: string, id: string, versionId: string): Promise<VersionProof> {
+    // A proof reveals the version's salt and commitment: it is a read of that version.
+    await this.servedOne(ctx, 'proof', await this.inner.vread(resourceType, id, versionId));
+    return this.inner.proof(resourceType, id, versionId);
+  }
+
+  async search(ctx: AccessContext, resourceType: string, query: URLSearchParams): Promise<SearchResult> {
+    const { allow, emergencies } = this.filterFor(ctx);
+    const result = await this.inner.search(resourceType, query, allow);
+    await this.commitEmergencies(ctx, emergencies);
+    this.auditServed(ctx, 'search', [...result.page, ...result.included], { query: query.toString() });
+    return result;
+  }
+
+  async everything(ctx: AccessContext, patientId: string): Promise<ServedVersion[]> {
+    if (!this.guard.isCustodianStaff(ctx)) {
+      const whole = this.guard.decide(ctx, patientId);
+      if (whole.effect === 'deny') throw this.denied(ctx, 'everything', patientId, whole);
+    }
+    const { allow, emergencies } = this.filterFor(ctx);
+    const versions = await this.inner.everything(patientId, allow);
+    await this.commitEmergencies(ctx, emergencies);
+    this.auditServed(ctx, 'everything', versions, { patient: patientId });
+    return versions;
+  }
+
+  async history(ctx: AccessContext, resourceType: string, id: string, options: { limit?: number; cursor?: string } = {}) {
+    const page = await this.inner.history(resourceType, id, options);
+    const { allow, emergencies } = this.filterFor(ctx);
+    const versions = allow ? page.versions.filter(allow) : page.versions;
+    if (versions.length === 0 && page.versions.length > 0) {
+      const v = page.versions[0]!;
+      throw this.denied(ctx, 'history', v.patient, this.guard.decideVersion(ctx, v));
+    }
+    await this.commitEmergencies(ctx, emergencies);
+    this.auditServed(ctx, 'history', versions);
+    return { versions, nextCursor: page.nextCursor };
+  }
+
+  async historyOf(ctx: AccessContext, resourceType: string | null, options: { limit?: number; cursor?: string } = {}) {
+    const page = await this.inner.historyOf(resourceType, options);
+    const { allow, emergencies } = this.filterFor(ctx);
+    const versions = allow ? page.versions.filter(allow) : page.versions;
+    await this.commitEmergencies(ctx, emergencies);
+    this.auditServed(ctx, 'history', versions);
+    return { versions, nextCursor: page.nextCursor };
+  }
+
+  // --- writes: scopes decide who may write (api); each write is audited with the versions it made --------
+
+  async create(ctx: AccessContext, resourceType: string, body: unknown): Promise<ServedVersion> {
+    return this.audited(ctx, 'create', await this.inner.create(resourceType, body));
+  }
+
+  async update(ctx: AccessContext, resourceType: string, id: string, body: unknown, ifMatch?: string): Promise<ServedVersion> {
+    return this.audited(ctx, 'update', await this.inner.update(resourceType, id, body, ifMatch));
+  }
+
+  async patch(ctx: AccessContext, resourceType: string, id: string, operations: unknown, ifMatch?: string): Promise<ServedVersion> {
+    return this.audited(ctx, 'update', await this.inner.patch(resourceType, id, operations, ifMatch));
+  }
+
+  async delete(ctx: AccessContext, resourceType: string, id: string): Promise<ServedVersion | null> {
+    const v = await this.inner.delete(resourceType, id);
+    if (v) this.auditServed(ctx, 'delete', [v]);
+    return v;
+  }
+
+  async conditional(ctx: AccessContext, method: 'PUT' | 'DELETE', resourceType: string, query: string, body?: unknown, ifMatch?: string) {
+    const r = await this.inner.conditional(method, resourceType, query, body, ifMatch);
+    if (r.version) this.auditServed(ctx, method === 'DELETE' ? 'delete' : r.status === 201 ? 'create' : 'update', [r.version]);
+    return r;
+  }
+
+  async createIfNoneExist(ctx: AccessContext, resourceType: string, body: unknown, ifNoneExist: string) {
+    const r = await this.inner.createIfNoneExist(resourceType, body, ifNoneExist);
+    this.auditServed(ctx, r.created ? 'create' : 'read', [r.version]);
+    return r;
+  }
+
+  async transaction(ctx: AccessContext, entries: readonly BundleEntryRequest[]): Promise<BundleEntryResult[]> {
+    const results = await this.inner.transaction(entries);
+    this.auditWrites(ctx, results);
+    return results;
+  }
+
+  async batch(ctx: AccessContext, entries: readonly BundleEntryRequest[]): Promise<BatchEntryResult[]> {
+    const results = await this.inner.batch(entries);
+    this.auditWrites(ctx, results.filter((r): r is Extract<BatchEntryResult, { kind: 'write' }> => r.kind === 'write'));
+    return results;
+  }
+
+  validateOnly(resourceType: string, body: unknown) {
+    return this.inner.validateOnly(resourceType, body);
+  }
+
+  /** Resolves once every audit write started so far is committed (tests, shutdown). */
+  async flushAudit(): Promise<void> {
+    while (this.pendingAudits.size > 0) await Promise.allSettled([...this.pendingAudits]);
+  }
+
+  // --- authorize -----------------------------------------------------------------------------------------
+
+  /**
+   * The filter of versions this requester may see (none for the custodian's own treating staff), and the
+   * break-glass decisions it met, which must be committed before anything is served.
+   */
+  private filterFor(ctx: AccessContext): { allow: VersionFilter | undefined; emergencies: Map<string, Decision> } {
+    const emergencies = new Map<string, Decision>();
+    if (this.guard.isCustodianStaff(ctx)) return { allow: undefined, emergencies };
+    const byPatient = new Map<string, Decision>();
+    const allow: VersionFilter = (v) => {
+      const d = this.guard.decideVersion(ctx, v);
+      if (d.effect === 'permit' && d.obligations.includes('record-emergency-access') && v.patient !== null) emergencies.set(v.patient, d);
+      if (v.patient !== null && !byPatient.has(v.patient)) byPatient.set(v.patient, d);
+      return d.effect === 'permit';
+    };
+    return { allow, emergencies };
+  }
+
+  private async servedOne(ctx: AccessContext, action: AccessAction, v: ServedVersion): Promise<ServedVersion> {
+    if (this.guard.isCustodianStaff(ctx)) {
+      this.auditServed(ctx, action, [v]);
+      return v;
+    }
+    const d = this.guard.decideVersion(ctx, v);
+    if (d.effect === 'deny') throw this.denied(ctx, action, v.patient, d, [v]);
+    const emergency = d.obligations.includes('record-emergency-access') && v.patient !== null ? new Map([[v.patient, d]]) : new Map();
+    await this.commitEmergencies(ctx, emergency);
+    this.auditServed(ctx, action, [v]);
+    return v;
+  }
+
+  /** Commits one `emergency.access` per patient for break-glass permits, before their data is served. */
+  private async commitEmergencies(ctx: AccessContext, emergencies: ReadonlyMap<string, Decision>): Promise<void> {
+    if (emergencies.size === 0) return;
+    const now = this.deps.clock.nowMs();
+    const reason = ctx.reason ?? '';
+    const opened: { patient: string; body: Record<string, unknown>; salt: string }[] = [];
+    for (const patient of emergencies.keys()) {
+      const salt = randomBytes(32);
+      const commitment = toHex(new Uint8Array(createHash('sha256').update(salt).update(reason, 'utf8').digest()));
+      opened.push({
+        patient,
+        salt: toBase64(salt),
+        body: {
+          patient: this.guard.ledgerPatientOf(patient),
+          ...(ctx.requester.user !== undefined ? { practitioner: ctx.requester.user } : {}),
+          reason: commitment,
+          start: new Date(now).toISOString(),
+          end: new Date(now + emergencyAccessMs).toISOString(),
+        },
+      });
+    }
+    const txs = this.deps.committer.signAs('emergency.access', opened.map((o) => o.body));
+    const receipts = await this.deps.committer.submit(txs);
+    const rejected = receipts.find((r) => !r.valid);
+    if (rejected) throw new HlError('exception', `the ledger rejected a break-glass access: ${rejected.error ?? 'unknown'}`);
+    opened.forEach((o, i) => {
+      this.audit(ctx, {
+        action: 'read',
+        outcome: 'permit',
+        reason: 'break-glass: emergency access opened; the patient is notified',
+        patient: o.patient,
+        emergency: receipts[i]!.txId,
+        emergencyReason: { text: reason, salt: o.salt },
+      });
+    });
+  }
+
+  /** A 403 naming the decision (ids and codes only), audited as a denial. */
+  private denied(ctx: AccessContext, action: AccessAction, patient: string | null, d: Decision, versions: ServedVersion[] = []): HlError {
+    this.audit(ctx, { action, outcome: 'deny', reason: d.reason, ...(patient !== null ? { patient } : {}), resources: versions.map(refOf) });
+    const consents = d.consentIds.length > 0 ? ` (consent ${d.consentIds.join(', ')})` : '';
+    return new HlError('forbidden', `access denied by the patient's consent: ${d.reason}${consents}`);
+  }
+
+  // --- audit ---------------------------------------------------------------------------------------------
+
+  private audited(ctx: AccessContext, action: AccessAction, v: ServedVersion): ServedVersion {
+    this.auditServed(ctx, action, [v]);
+    return v;
+  }
+
+  private auditWrites(ctx: AccessContext, results: readonly BundleEntryResult[]): void {
+    const written = results.flatMap((r) => (r.kind === 'write' && r.version ? [r.version] : []));
+    if (written.length > 0) this.auditServed(ctx, 'create', written);
+  }
+
+  /** One AuditEvent per patient whose data the interaction touched (one without a patient if none). */
+  private auditServed(ctx: AccessContext, action: AccessAction, versions: readonly ServedVersion[], extra: { query?: string; patient?: string } = {}): void {
+    const byPatient = new Map<string | null, ServedVersion[]>();
+    for (const v of versions) {
+      const list = byPatient.get(v.patient);
+      if (list) list.push(v);
+      else byPatient.set(v.patient, [v]);
+    }
+    if (byPatient.size === 0) byPatient.set(extra.patient ?? null, []);
+    for (const [patient, list] of byPatient) {
+      this.audit(ctx, {
+        action,
+        outcome: 'permit',
+        ...(patient !== null ? { patient } : {}),
+        resources: list.map(refOf),
+        ...(extra.query !== undefined ? { query: extra.query } : {}),
+      });
+    }
+  }
+
+  private audit(ctx: AccessContext, partial: Omit<AuditInput, 'recorded' | 'purpose' | 'custodian' | 'requester'>): void {
+    const input: AuditInput = {
+      ...partial,
+      recorded: new Date(this.deps.clock.nowMs()).toISOString(),
+      purpose: ctx.purpose,
+      custodian: this.deps.orgId,
+      requester: {
+        org: ctx.requester.org,
+        ...(ctx.requester.user !== undefined ? { user: ctx.requester.user } : {}),
+        ...(ctx.requester.client !== undefined ? { client: ctx.requester.client } : {}),
+        ...(ctx.requester.patient !== undefined ? { patient: ctx.requester.patient } : {}),
+      },
+    };
+    const patient = partial.patient ?? null;
+    const event = buildAuditEvent(input) as unknown as Resource;
+    const pseudonyms = {
+      ...(patient !== null ? { patient: this.guard.ledgerPatientOf(patient) } : {}),
+      ...(ctx.requester.user !== undefined ? { user: this.deps.userPseudonymOf(ctx.requester.org, ctx.requester.user) } : {}),
+      count: partial.resources?.length ?? 0,
+    };
+    const write = this.inner
+      .writeAudit([{ event, patient, entry: (commitment) => accessEntryOf(input, { ...pseudonyms, event: commitment }) }])
+      .catch((err: unknown) => this.deps.onAuditError?.(err));
+    this.pendingAudits.add(write);
+    void write.finally(() => this.pendingAudits.delete(write));
+  }
+}

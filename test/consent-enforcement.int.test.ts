@@ -1,0 +1,175 @@
+/**
+ * Consent enforcement and audit over real HTTP (issue 4 items 4 and 6): a request the custodian's treating
+ * staff do not make (here: the custodian's own staff asking for research, HRESCH) sees only what the
+ * patient's consents on the ledger permit; a denied read is a 403 naming the consent decision and never the
+ * data; a search leaves denied resources out of its matches and its total; a revocation holds from the next
+ * request; and every interaction leaves an IHE BALP AuditEvent at the node and a pseudonymous `access.log`
+ * entry on the ledger, with no PHI on the ledger.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { approvePatientLink, createPatientKey, signPatientTx, type PatientKey } from '../src/node.js';
+import { useFhirNode } from './helpers.js';
+
+const node = useFhirNode('Seaside Hospital');
+const org = 'seaside-hospital';
+const research = { 'x-purpose-of-use': 'HRESCH' };
+
+let key: PatientKey;
+let patientId: string;
+let observationId: string;
+let psyConditionId: string;
+let plainConditionId: string;
+
+async function submit(type: string, body: Record<string, unknown>): Promise<string> {
+  const tx = signPatientTx(key, type, body);
+  const receipt = await node.running.node.submitPatientTx(tx.bytes);
+  return receipt.txId;
+}
+
+beforeAll(async () => {
+  const p = await node.call('POST', '/fhir/Patient', { resourceType: 'Patient', name: [{ family: 'Okonkwo-Hale', given: ['Ifeoma'] }], birthDate: '1979-06-14' });
+  patientId = p.json.id;
+  const subject = { reference: `Patient/${patientId}` };
+  const obs = await node.call('POST', '/fhir/Observation', {
+    resourceType: 'Observation',
+    status: 'final',
+    code: { coding: [{ system: 'http://loinc.org', code: '2339-0', display: 'Glucose' }] },
+    subject,
+    valueQuantity: { value: 5.4, unit: 'mmol/L', system: 'http://unitsofmeasure.org', code: 'mmol/L' },
+  });
+  observationId = obs.json.id;
+  const psy = await node.call('POST', '/fhir/Condition', {
+    resourceType: 'Condition',
+    meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' }] },
+    code: { text: 'Generalized anxiety disorder' },
+    subject,
+  });
+  psyConditionId = psy.json.id;
+  const plain = await node.call('POST', '/fhir/Condition', { resourceType: 'Condition', code: { text: 'Seasonal rhinitis' }, subject });
+  plainConditionId = plain.json.id;
+  for (const r of [p, obs, psy, plain]) expect(r.status).toBe(201);
+
+  key = createPatientKey();
+  await submit('patient.register', { publicKey: key.publicKey });
+  const terms = await node.running.node.patientLinkTerms(patientId);
+  await node.running.node.linkPatient(patientId, key.patient, approvePatientLink(key, terms));
+});
+
+describe('without a consent', () => {
+  it('denies a research read with a 403 that names the decision and never the data', async () => {
+    const r = await node.call('GET', `/fhir/Observation/${observationId}`, undefined, research);
+    expect(r.status).toBe(403);
+    expect(r.json.resourceType).toBe('OperationOutcome');
+    expect(r.json.issue[0].diagnostics).toMatch(/access denied by the patient's consent: no consent permits HRESCH/);
+    expect(r.text).not.toMatch(/Glucose|5\.4|Okonkwo/);
+  });
+
+  it('gives research searches no match and no count, and $everything a 403', async () => {
+    const s = await node.call('GET', `/fhir/Condition?subject=Patient/${patientId}`, undefined, research);
+    expect(s.status).toBe(200);
+    expect(s.json.total).toBe(0);
+    expect(s.json.entry ?? []).toEqual([]);
+    const everything = await node.call('GET', `/fhir/Patient/${patientId}/$everything`, undefined, research);
+    expect(everything.status).toBe(403);
+  });
+
+  it('still serves the custodian\'s treating staff everything', async () => {
+    const r = await node.call('GET', `/fhir/Condition/${psyConditionId}`);
+    expect(r.status).toBe(200);
+    const s = await node.call('GET', `/fhir/Condition?subject=Patient/${patientId}`);
+    expect(s.json.total).toBe(2);
+  });
+
+  it('refuses an unknown purpose of use with a 400', async () => {
+    const r = await node.call('GET', `/fhir/Observation/${observationId}`, undefined, { 'x-purpose-of-use': 'CURIOSITY' });
+    expect(r.status).toBe(400);
+    expect(r.json.issue[0].diagnostics).toMatch(/X-Purpose-Of-Use must be one of/);
+  });
+});
+
+describe('with a research consent that excludes mental health, then revoked', () => {
+  let consentId: string;
+
+  it('permits what the consent covers and leaves the PSY-labelled condition out of reads, searches and $everything', async () => {
+    consentId = await submit('consent.grant', {
+      patient: key.patient,
+      provision: { type: 'permit', actors: [{ kind: 'org', id: org }], purposes: ['HRESCH'], provisions: [{ type: 'deny', labels: ['PSY'] }] },
+    });
+    expect((await node.call('GET', `/fhir/Observation/${observationId}`, undefined, research)).status).toBe(200);
+    expect((await node.call('GET', `/fhir/Condition/${plainConditionId}`, undefined, research)).status).toBe(200);
+    const psy = await node.call('GET', `/fhir/Condition/${psyConditionId}`, undefined, research);
+    expect(psy.status).toBe(403);
+    expect(psy.json.issue[0].diagnostics).toContain(consentId);
+    expect(psy.text).not.toMatch(/anxiety/);
+
+    const s = await node.call('GET', `/fhir/Condition?subject=Patient/${patientId}`, undefined, research);
+    expect(s.json.total).toBe(1);
+    expect(s.json.entry.map((e: any) => e.resource.id)).toEqual([plainConditionId]);
+
+    const everything = await node.call('GET', `/fhir/Patient/${patientId}/$everything`, undefined, research);
+    expect(everything.status).toBe(200);
+    const ids = everything.json.entry.map((e: any) => `${e.resource.resourceType}/${e.resource.id}`).sort();
+    expect(ids).toEqual([`Condition/${plainConditionId}`, `Observation/${observationId}`, `Patient/${patientId}`].sort());
+  });
+
+  it('does not let the consent reach another purpose', async () => {
+    const r = await node.call('GET', `/fhir/Observation/${observationId}`, undefined, { 'x-purpose-of-use': 'HPAYMT' });
+    expect(r.status).toBe(403);
+  });
+
+  it('denies again from the first request after the revocation is applied', async () => {
+    await submit('consent.revoke', { patient: key.patient, consent: consentId });
+    const r = await node.call('GET', `/fhir/Observation/${observationId}`, undefined, research);
+    expect(r.status).toBe(403);
+    const s = await node.call('GET', `/fhir/Condition?subject=Patient/${patientId}`, undefined, research);
+    expect(s.json.total).toBe(0);
+  });
+});
+
+describe('audit', () => {
+  it('keeps a BALP AuditEvent for each interaction, denials included, in the patient\'s compartment', async () => {
+    await node.running.node.access.flushAudit();
+    const s = await node.call('GET', `/fhir/AuditEvent?patient=Patient/${patientId}&_count=500`);
+    expect(s.status).toBe(200);
+    const events = s.json.entry.map((e: any) => e.resource);
+    const research = events.filter((e: any) => e.purposeOfEvent?.[0]?.coding?.[0]?.code === 'HRESCH');
+    const denials = research.filter((e: any) => e.outcome === '4');
+    const permits = research.filter((e: any) => e.outcome === '0');
+    expect(denials.length).toBeGreaterThanOrEqual(4);
+    expect(permits.length).toBeGreaterThanOrEqual(3);
+    for (const e of denials) expect(e.outcomeDesc).toMatch(/HRESCH|consent/);
+    const readOfObs = permits.find(
+      (e: any) => e.subtype[0].code === 'read' && e.entity?.some((x: any) => x.what?.reference === `Observation/${observationId}/_history/1`),
+    );
+    expect(readOfObs).toMatchObject({ type: { code: 'rest' }, subtype: [{ code: 'read' }], action: 'R' });
+    expect(readOfObs.agent.map((a: any) => a.type.coding[0].code)).toEqual(['110153', '110152', 'humanuser']);
+    expect(readOfObs.entity[0].what.reference).toBe(`Patient/${patientId}`);
+    // The denied read of the PSY condition is there too, with the reason and without the data.
+    const psyDenial = denials.find((e: any) => e.subtype[0].code === 'read' && e.entity?.some((x: any) => x.what?.reference?.startsWith(`Condition/${psyConditionId}`)));
+    expect(psyDenial?.outcomeDesc).toBeDefined();
+  });
+
+  it('puts a pseudonymous access.log entry on the ledger for each, naming the patient by network id and no PHI', async () => {
+    await node.running.node.access.flushAudit();
+    const ledger = node.running.node.ledger;
+    const entries: any[] = [];
+    let text = '';
+    for (let i = 0; i < ledger.treeSize; i++) {
+      const bytes = ledger.store.entry(i)!;
+      const s = new TextDecoder().decode(bytes);
+      text += s;
+      const tx = JSON.parse(s);
+      if (tx.type === 'access.log') entries.push(...tx.body.entries);
+    }
+    const mine = entries.filter((e) => e.patient === key.patient);
+    expect(mine.filter((e) => e.purpose === 'HRESCH' && e.outcome === 'deny').length).toBeGreaterThanOrEqual(4);
+    expect(mine.filter((e) => e.purpose === 'HRESCH' && e.outcome === 'permit').length).toBeGreaterThanOrEqual(3);
+    for (const e of mine) {
+      expect(e.org).toBe(org);
+      expect(e.user).toMatch(/^usr-[0-9a-f]{32}$/);
+    }
+    for (const phi of ['Okonkwo', 'Ifeoma', '1979-06-14', 'anxiety', 'rhinitis', 'Glucose', '"admin"']) {
+      expect(text, phi).not.toContain(phi);
+    }
+  });
+});
