@@ -11,7 +11,7 @@
  *    in force permits; a consent that permits ETREAT permits; a written reason breaks the glass;
  * 4. otherwise the patient's consents decide, deny overriding permit; nothing permits → deny.
  *
- * Within one consent, FHIR R4 Consent semantics (consent.html#6.3.4.3, `Consent.provision`): the top provision
+ * Within one consent, FHIR R4 Consent semantics (http://hl7.org/fhir/R4/consent.html, `Consent.provision`): the top provision
  * applies only to the requests it matches; nested provisions are exceptions to their parent; the deepest
  * matching provision decides. See {@link decide} for the choices FHIR leaves open.
  */

@@ -6,3 +6,4 @@
  * May import: kernel, fhir, ledger (DESIGN.md §2). Pure: no fs, net or clock; the request time comes in.
  */
 export { decide, type AccessRequest, type ConsentView, type Decision, type Obligation } from './decide.js';
+export { ConsentSystem, consentFromFhir, consentProxyExtensionUrl, consentToFhir, practitionerSystem } from './fhir-consent.js';
