@@ -788,6 +788,7 @@ export async function startNode(options: {
         patientLinkTerms: (id) => node.patientLinkTerms(id),
         linkPatient: (id, patient, sig) => node.linkPatient(id, patient, sig),
       },
+      consents: { ledger: node.ledger, nowMs: () => clock.nowMs(), submitPatientTx: (bytes) => node.submitPatientTx(bytes) },
     });
     await server.listen({ port: options.port ?? 8080, host: options.host ?? '127.0.0.1' });
   } catch (err) {

@@ -4,11 +4,21 @@
  * patient's consents on the ledger permit; a denied read is a 403 naming the consent decision and never the
  * data; a search leaves denied resources out of its matches and its total; a revocation holds from the next
  * request; and every interaction leaves an IHE BALP AuditEvent at the node and a pseudonymous `access.log`
- * entry on the ledger, with no PHI on the ledger.
+ * entry on the ledger, with no PHI on the ledger; consents read and written as FHIR Consent; and the
+ * patient's accounting of disclosures with proofs.
  */
+import { createHash } from 'node:crypto';
+import canonicalizeImpl from 'canonicalize';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { signedTxExtensionUrl } from '../src/api/index.js';
+import { consentToFhir } from '../src/consent/index.js';
+import { validateResource } from '../src/fhir/index.js';
+import { leafHash, verifyCheckpoint, verifyInclusion } from '../src/ledger/verify.js';
 import { approvePatientLink, createPatientKey, signPatientTx, type PatientKey } from '../src/node.js';
-import { useFhirNode } from './helpers.js';
+import { commitmentIn, useFhirNode } from './helpers.js';
+
+/** RFC 8785 by the package itself (the test does not take the node's canonicalization on trust). */
+const canonicalize = canonicalizeImpl as unknown as (value: unknown) => string | undefined;
 
 const node = useFhirNode('Seaside Hospital');
 const org = 'seaside-hospital';
@@ -171,5 +181,84 @@ describe('audit', () => {
     for (const phi of ['Okonkwo', 'Ifeoma', '1979-06-14', 'anxiety', 'rhinitis', 'Glucose', '"admin"']) {
       expect(text, phi).not.toContain(phi);
     }
+  });
+});
+
+describe('FHIR Consent at /fhir/Consent', () => {
+  const grantBody = () => ({ patient: key.patient, provision: { type: 'permit', actors: [{ kind: 'org', id: 'lab-one' }], purposes: ['TREAT'] } });
+  const asFhir = (body: Record<string, unknown>, signed?: Uint8Array) => {
+    const { id: _id, ...consent } = consentToFhir(
+      { id: '0'.repeat(64), patient: key.patient, body: body as any, grantedBy: key.patient, grantedAtMs: Date.now(), revokedAtMs: null, revokedBy: null },
+      { atMs: Date.now() },
+    );
+    return signed ? { ...consent, extension: [...(consent.extension ?? []), { url: signedTxExtensionUrl, valueBase64Binary: Buffer.from(signed).toString('base64') }] } : consent;
+  };
+
+  it('lists the patient\'s consents from the ledger, revoked ones inactive, each a valid R4 Consent', async () => {
+    const s = await node.call('GET', `/fhir/Consent?patient=${key.patient}`);
+    expect(s.status).toBe(200);
+    expect(s.json.total).toBeGreaterThanOrEqual(1);
+    for (const e of s.json.entry) {
+      expect(validateResource(e.resource)).toEqual([]);
+      expect(e.resource.patient.identifier.value).toBe(key.patient);
+    }
+    const research = s.json.entry.find((e: any) => e.resource.provision.purpose?.[0]?.code === 'HRESCH');
+    expect(research.resource.status).toBe('inactive');
+    const one = await node.call('GET', `/fhir/Consent/${research.resource.id}`);
+    expect(one.json).toEqual(research.resource);
+    expect((await node.call('GET', `/fhir/Consent/${'f'.repeat(64)}`)).status).toBe(404);
+    expect((await node.call('GET', '/fhir/Consent?patient=Jane')).status).toBe(400);
+  });
+
+  it('creates a consent from a Consent that carries the patient-signed grant, and refuses one that says something else or is unsigned', async () => {
+    const body = grantBody();
+    const signed = signPatientTx(key, 'consent.grant', body);
+    const created = await node.call('POST', '/fhir/Consent', asFhir(body, signed.bytes));
+    expect(created.status).toBe(201);
+    expect(created.json).toMatchObject({ id: signed.id, status: 'active' });
+    expect(node.running.node.ledger.state.consents.get(signed.id)?.patient).toBe(key.patient);
+
+    const other = signPatientTx(key, 'consent.grant', grantBody());
+    const altered = asFhir({ ...body, provision: { ...body.provision, purposes: ['HRESCH'] } }, other.bytes);
+    const mismatch = await node.call('POST', '/fhir/Consent', altered);
+    expect(mismatch.status).toBe(422);
+    expect(mismatch.json.issue[0].diagnostics).toMatch(/differ from the signed consent.grant/);
+
+    const unsigned = await node.call('POST', '/fhir/Consent', asFhir(grantBody()));
+    expect(unsigned.status).toBe(403);
+
+    const stranger = createPatientKey();
+    const forged = signPatientTx(stranger, 'consent.grant', grantBody());
+    const byStranger = await node.call('POST', '/fhir/Consent', asFhir(grantBody(), forged.bytes));
+    expect(byStranger.status).toBe(403);
+    expect(node.running.node.ledger.state.consents.has(other.id)).toBe(false);
+    expect(node.running.node.ledger.state.consents.has(forged.id)).toBe(false);
+  });
+});
+
+describe('Patient/$disclosures', () => {
+  it('lists every access to the patient\'s records, each AuditEvent with an inclusion proof an outsider verifies', async () => {
+    const r = await node.call('GET', `/fhir/Patient/${patientId}/$disclosures`);
+    expect(r.status).toBe(200);
+    const disclosures = r.json.parameter.filter((p: any) => p.name === 'disclosure');
+    expect(disclosures.length).toBeGreaterThanOrEqual(10);
+    const members = (await (await fetch(`${node.running.url}/ledger/members`)).json()) as any;
+    const keys = members.members.map((m: any) => m.verifierKey);
+    let denials = 0;
+    for (const d of disclosures) {
+      const part = (name: string) => d.part.filter((p: any) => p.name === name);
+      const event = part('event')[0].resource;
+      expect(event.resourceType).toBe('AuditEvent');
+      if (event.outcome === '4') denials++;
+      const b64 = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
+      const leaf = b64(part('leaf')[0].valueBase64Binary);
+      const salt = b64(part('salt')[0].valueBase64Binary);
+      const tx = JSON.parse(Buffer.from(leaf).toString('utf8'));
+      const content = new TextEncoder().encode(canonicalize(event)!);
+      expect(commitmentIn(tx, `AuditEvent/${event.id}/_history/1`)).toBe(createHash('sha256').update(salt).update(content).digest('hex'));
+      const checkpoint = verifyCheckpoint(part('checkpoint')[0].valueString, keys);
+      verifyInclusion(BigInt(part('leafIndex')[0].valueInteger64), checkpoint.treeSize, leafHash(leaf), part('proof').map((p: any) => b64(p.valueBase64Binary)), checkpoint.rootHash);
+    }
+    expect(denials).toBeGreaterThanOrEqual(4);
   });
 });

@@ -7,7 +7,7 @@ import { STATUS_CODES } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HlError, toBase64 } from '../kernel/index.js';
 import { parseBundle, subsetResource, versionOfETag, type BundleEntryRequest } from '../fhir/index.js';
-import { resourceOf, type AccessContext, type BatchEntryResult, type GuardedRepository, type ServedVersion } from '../repository/index.js';
+import { resourceOf, type AccessContext, type BatchEntryResult, type GuardedRepository, type ServedVersion, type VersionProof } from '../repository/index.js';
 import { intParam } from './params.js';
 import { httpErrorOf, outcomeOf } from './errors.js';
 
@@ -105,6 +105,25 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
       type: 'searchset',
       total: versions.length,
       entry: versions.map((v) => ({ fullUrl: `${base}/${v.resourceType}/${v.id}`, resource: resourceOf(v), search: { mode: 'match' } })),
+    });
+  });
+
+  /**
+   * Patient/{id}/$disclosures: the accounting of disclosures as Parameters, one `disclosure` per access
+   * (its AuditEvent, and the `$proof` parts that show the ledger holds that AuditEvent unaltered).
+   */
+  app.get<{ Params: { id: string } }>('/fhir/Patient/:id/$disclosures', async (req, reply) => {
+    checkId('id', req.params.id);
+    const list = await repository.disclosures(ctx(req), req.params.id);
+    return reply.type(fhirJson).send({
+      resourceType: 'Parameters',
+      parameter: list.map(({ event, proof }) => ({
+        name: 'disclosure',
+        part: [
+          { name: 'event', resource: resourceOf(event) },
+          ...proofParameters(proof),
+        ],
+      })),
     });
   });
 
@@ -269,19 +288,23 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
     checkId('id', req.params.id);
     checkId('versionId', req.params.vid);
     const p = await repository.proof(ctx(req), req.params.type, req.params.id, req.params.vid);
-    // leafIndex and treeSize are integer64 (FHIR R5 type name; JSON string form) per DESIGN.md §9.
-    return reply.type(fhirJson).send({
-      resourceType: 'Parameters',
-      parameter: [
-        { name: 'leafIndex', valueInteger64: String(p.leafIndex) },
-        { name: 'treeSize', valueInteger64: String(p.treeSize) },
-        { name: 'leaf', valueBase64Binary: toBase64(p.leaf) },
-        { name: 'salt', valueBase64Binary: toBase64(p.salt) },
-        ...p.proof.map((h) => ({ name: 'proof', valueBase64Binary: toBase64(h) })),
-        { name: 'checkpoint', valueString: p.checkpoint },
-      ],
-    });
+    return reply.type(fhirJson).send({ resourceType: 'Parameters', parameter: proofParameters(p) });
   });
+}
+
+/**
+ * The parameters of a `$proof` (DESIGN.md §9); leafIndex and treeSize are integer64 (FHIR R5 type name;
+ * JSON string form).
+ */
+function proofParameters(p: VersionProof): Record<string, unknown>[] {
+  return [
+    { name: 'leafIndex', valueInteger64: String(p.leafIndex) },
+    { name: 'treeSize', valueInteger64: String(p.treeSize) },
+    { name: 'leaf', valueBase64Binary: toBase64(p.leaf) },
+    { name: 'salt', valueBase64Binary: toBase64(p.salt) },
+    ...p.proof.map((h) => ({ name: 'proof', valueBase64Binary: toBase64(h) })),
+    { name: 'checkpoint', valueString: p.checkpoint },
+  ];
 }
 
 /** `Bundle.entry.response.status`: the code and its reason phrase (bundle.html#Bundle.entry.response.status). */

@@ -8,3 +8,4 @@ export { httpErrorOf, outcomeOf } from './errors.js';
 export { buildCapabilityStatement } from './capability.js';
 export type { FhirRouteDeps } from './fhir-routes.js';
 export type { LinkTerms, PatientRouteDeps } from './patient-routes.js';
+export { signedTxExtensionUrl, type ConsentRouteDeps } from './consent-routes.js';

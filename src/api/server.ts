@@ -12,6 +12,7 @@ import { registerLedgerRoutes } from './ledger-routes.js';
 import { registerFhirRoutes, type FhirRouteDeps } from './fhir-routes.js';
 import { registerPatientRoutes, type PatientRouteDeps } from './patient-routes.js';
 import { accessContextOf } from './access-context.js';
+import { registerConsentRoutes, type ConsentRouteDeps } from './consent-routes.js';
 
 /** What the API needs from the node. */
 export interface ApiDeps {
@@ -27,6 +28,8 @@ export interface ApiDeps {
   fhir?: Omit<FhirRouteDeps, 'accessContextOf'>;
   /** Patient registration, consent txs and record links; without it those routes answer 404. */
   patients?: PatientRouteDeps;
+  /** Consents as FHIR Consent resources, from and to the ledger. */
+  consents?: ConsentRouteDeps;
 }
 
 declare module 'fastify' {
@@ -70,6 +73,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
 
   registerLedgerRoutes(app, deps.ledger);
   if (deps.patients) registerPatientRoutes(app, deps.patients);
+  if (deps.consents) registerConsentRoutes(app, deps.consents);
   if (deps.fhir) registerFhirRoutes(app, { ...deps.fhir, accessContextOf: (req) => accessContextOf(req, deps.orgId) });
   return app;
 }

@@ -99,6 +99,28 @@ export class GuardedRepository {
     return { versions, nextCursor: page.nextCursor };
   }
 
+  /**
+   * The patient's accounting of disclosures (HIPAA §164.528, GDPR Art. 15) at this custodian: every access
+   * to their records, denials included, each AuditEvent with the proof that the ledger holds it unaltered.
+   * For the patient themself (their own token) and the custodian's staff only.
+   */
+  async disclosures(ctx: AccessContext, patientId: string): Promise<{ event: ServedVersion; proof: VersionProof }[]> {
+    const self = ctx.selfPatient === patientId || (ctx.requester.patient !== undefined && ctx.requester.patient === this.guard.ledgerPatientOf(patientId));
+    const staff = ctx.requester.org === this.deps.orgId && ctx.requester.app === undefined && ctx.requester.patient === undefined && ctx.selfPatient === undefined;
+    if (!self && !staff) {
+      throw this.denied(ctx, 'export', patientId, { effect: 'deny', reason: "only the patient and the custodian's staff may see the accounting of disclosures", consentIds: [], obligations: [] });
+    }
+    const patient = await this.inner.read('Patient', patientId);
+    if (patient.deleted) throw new HlError('deleted', `Patient/${patientId} was deleted`);
+    // Every access so far is listed: wait for the audit writes under way to be committed.
+    await this.flushAudit();
+    const events = await this.inner.auditTrail(patientId);
+    const out = [];
+    for (const event of events) out.push({ event, proof: await this.inner.proof(event.resourceType, event.id, event.versionId) });
+    this.auditServed(ctx, 'export', [], { patient: patientId });
+    return out;
+  }
+
   // --- writes: scopes decide who may write (api); each write is audited with the versions it made --------
 
   async create(ctx: AccessContext, resourceType: string, body: unknown): Promise<ServedVersion> {

@@ -481,6 +481,17 @@ export class LedgeredRepository {
     return out;
   }
 
+  /** The AuditEvents in a patient's compartment (their audit trail), each checked against the ledger, oldest first. */
+  async auditTrail(patientId: string): Promise<ServedVersion[]> {
+    const out: ServedVersion[] = [];
+    for (const ref of await this.deps.store.compartment(patientId)) {
+      if (ref.resourceType !== 'AuditEvent') continue;
+      const v = await this.readVerified(ref.resourceType, ref.id);
+      if (!v.deleted) out.push(v);
+    }
+    return out.sort((a, b) => (a.lastUpdated < b.lastUpdated ? -1 : a.lastUpdated > b.lastUpdated ? 1 : a.id < b.id ? -1 : 1));
+  }
+
   /** FHIR history of a type, or of everything (http.html#history), newest first. */
   async historyOf(resourceType: string | null, options: { limit?: number; cursor?: string } = {}) {
     const page = resourceType === null ? await this.deps.store.historySystem(options) : await this.deps.store.historyType(resourceType, options);
