@@ -128,6 +128,25 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
   });
 
   /**
+   * Patient/{id}/$erase (GDPR Art. 17): crypto-shreds the patient's records and answers the erasure receipt:
+   * how many versions were erased, and the `record.erase` leaf with its inclusion proof and checkpoint.
+   */
+  app.post<{ Params: { id: string } }>('/fhir/Patient/:id/$erase', async (req, reply) => {
+    checkId('id', req.params.id);
+    const r = await repository.erasePatient(ctx(req), req.params.id);
+    return reply.type(fhirJson).send({
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'versionsErased', valueInteger: r.versionsErased },
+        { name: 'residuePurged', valueBoolean: r.residuePurged },
+        { name: 'txId', valueString: r.txId },
+        // The receipt is a signed tx, not a salted record commitment: no salt.
+        ...proofParameters(r.proof).filter((p) => p.name !== 'salt'),
+      ],
+    });
+  });
+
+  /**
    * A searchset Bundle (search.html): the page's matches (search.mode `match`) then the `_include`/
    * `_revinclude` resources (`include`, not counted in `total`); `_summary`/`_elements` subsets are tagged
    * SUBSETTED (`_elements` applies to the matches only); `_total=none` leaves `total` out; paging links

@@ -495,6 +495,17 @@ const rules: Record<string, Rule> = {
     if (start > ctx.blockTimeMs + txMaxSkewMs) issues.push(issue('body.start', 'must not be in the future of its block'));
   },
 
+  [TxType.recordErase](tx, scope) {
+    const { issues } = scope;
+    const body = tx.envelope.body;
+    const signer = signerMember(tx, scope.state, issues);
+    if (signer) checkSignature(tx, signer, scope);
+    for (const k of Object.keys(body)) if (!['patient', 'versionsErased', 'at'].includes(k)) issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+    if (typeof body.patient !== 'string' || !pseudonymPattern.test(body.patient)) issues.push(issue('body.patient', "must be the custodian's record pseudonym of the patient"));
+    if (!Number.isSafeInteger(body.versionsErased) || (body.versionsErased as number) < 0) issues.push(issue('body.versionsErased', 'must be a non-negative integer'));
+    if (timeOf(body.at) === null) issues.push(issue('body.at', 'must be an RFC 3339 UTC timestamp'));
+  },
+
   [TxType.accessLog](tx, scope) {
     const { issues } = scope;
     const body = tx.envelope.body;

@@ -23,6 +23,7 @@ export const TxType = {
   consentRevoke: 'consent.revoke',
   emergencyAccess: 'emergency.access',
   accessLog: 'access.log',
+  recordErase: 'record.erase',
 } as const;
 export type TxType = (typeof TxType)[keyof typeof TxType];
 

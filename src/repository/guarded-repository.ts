@@ -121,6 +121,19 @@ export class GuardedRepository {
     return out;
   }
 
+  /** Erasure of a patient (GDPR Art. 17) by the custodian's staff; see `LedgeredRepository.erasePatient`. */
+  async erasePatient(ctx: AccessContext, patientId: string) {
+    const r = ctx.requester;
+    if (r.org !== this.deps.orgId || r.app !== undefined || r.patient !== undefined || ctx.selfPatient !== undefined) {
+      throw new HlError('forbidden', "only the custodian's staff may erase a patient's records");
+    }
+    const ledgerPatient = this.guard.ledgerPatientOf(patientId);
+    const result = await this.inner.erasePatient(patientId);
+    // The AuditEvent cannot live in the erased compartment; the ledger entry still names the patient.
+    this.audit(ctx, { action: 'erase', outcome: 'permit', reason: `erased ${result.versionsErased} versions (receipt ${result.txId})` }, ledgerPatient);
+    return result;
+  }
+
   // --- writes: scopes decide who may write (api); each write is audited with the versions it made --------
 
   async create(ctx: AccessContext, resourceType: string, body: unknown): Promise<ServedVersion> {
@@ -282,7 +295,7 @@ export class GuardedRepository {
     }
   }
 
-  private audit(ctx: AccessContext, partial: Omit<AuditInput, 'recorded' | 'purpose' | 'custodian' | 'requester'>): void {
+  private audit(ctx: AccessContext, partial: Omit<AuditInput, 'recorded' | 'purpose' | 'custodian' | 'requester'>, ledgerPatient?: string): void {
     const input: AuditInput = {
       ...partial,
       recorded: new Date(this.deps.clock.nowMs()).toISOString(),
@@ -298,7 +311,7 @@ export class GuardedRepository {
     const patient = partial.patient ?? null;
     const event = buildAuditEvent(input) as unknown as Resource;
     const pseudonyms = {
-      ...(patient !== null ? { patient: this.guard.ledgerPatientOf(patient) } : {}),
+      ...(patient !== null ? { patient: this.guard.ledgerPatientOf(patient) } : ledgerPatient !== undefined ? { patient: ledgerPatient } : {}),
       ...(ctx.requester.user !== undefined ? { user: this.deps.userPseudonymOf(ctx.requester.org, ctx.requester.user) } : {}),
       count: partial.resources?.length ?? 0,
     };

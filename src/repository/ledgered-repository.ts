@@ -481,6 +481,36 @@ export class LedgeredRepository {
     return out;
   }
 
+  /**
+   * GDPR Art. 17 erasure of a patient by crypto-shredding (DESIGN.md §3): the store deletes the patient's
+   * data key, every ciphertext and salt of their compartment and their index entries; then a `record.erase`
+   * (the patient's pseudonym, how many versions, when) is committed, and its inclusion proof is the
+   * verifiable receipt. The ledger's leaves stay, so every proof and the full audit still verify; the data
+   * is unreadable everywhere. A crash between the two leaves the data erased: erasing again commits the receipt.
+   */
+  async erasePatient(patientId: string): Promise<{ versionsErased: number; residuePurged: boolean; txId: string; proof: VersionProof }> {
+    const patient = await this.deps.store.readVersion('Patient', patientId);
+    if (patient.patient !== patientId) throw new HlError('invalid', `Patient/${patientId} is not a patient compartment`);
+    const report = await this.deps.store.erasePatient(patientId);
+    const [tx] = this.deps.committer.signAs('record.erase', [{ patient: this.deps.pseudonymOf(patientId), versionsErased: report.versionsErased, at: this.nowInstant() }]);
+    const [receipt] = await this.deps.committer.submit([tx!]);
+    if (!receipt!.valid || receipt!.leafIndex === null) throw new HlError('exception', `the ledger rejected the erasure receipt: ${receipt!.error ?? 'unknown'}`);
+    const latest = this.deps.ledger.latestCheckpointWithSize();
+    if (!latest || !(receipt!.leafIndex < latest.treeSize)) throw new HlError('pushback', 'the erasure is committed but not yet covered by a checkpoint; ask again for its proof');
+    return {
+      ...report,
+      txId: receipt!.txId,
+      proof: {
+        leafIndex: receipt!.leafIndex,
+        treeSize: latest.treeSize,
+        leaf: tx!.bytes,
+        salt: new Uint8Array(0),
+        proof: this.deps.ledger.inclusionProof(receipt!.leafIndex, latest.treeSize),
+        checkpoint: latest.note,
+      },
+    };
+  }
+
   /** The AuditEvents in a patient's compartment (their audit trail), each checked against the ledger, oldest first. */
   async auditTrail(patientId: string): Promise<ServedVersion[]> {
     const out: ServedVersion[] = [];
