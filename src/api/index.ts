@@ -8,3 +8,5 @@ export { httpErrorOf, outcomeOf } from './errors.js';
 export { buildCapabilityStatement } from './capability.js';
 export type { FhirRouteDeps } from './fhir-routes.js';
 export type { LinkTerms, PatientRouteDeps } from './patient-routes.js';
+export type { AuthApiDeps } from './auth-routes.js';
+export type { GuardedResource, ResourceLoader } from './scope-guard.js';
