@@ -109,7 +109,8 @@ class Guard {
   }
 
   private fetch(resourceType: string, id: string, versionId?: string): Promise<GuardedResource | undefined> {
-    if (this.load === undefined) return Promise.resolve(undefined);
+    // Without a loader nothing can be checked against stored data: refuse rather than guess.
+    if (this.load === undefined) return Promise.reject(new HlError('forbidden', 'this server cannot check stored resources against restricted scopes'));
     const key = `${resourceType}/${id}/${versionId ?? ''}`;
     let p = this.loaded.get(key);
     if (p === undefined) {
@@ -173,7 +174,8 @@ class Guard {
             ? t.query.getAll('_id').some((v) => orValues(v).every((id) => id === patient))
             : [...new Set(t.query.keys())].some((key) => {
                 const [name, modifier] = key.split(':') as [string, string | undefined];
-                if (!(name === 'patient' || patientCompartmentParams(check.resourceType).includes(name)) || (modifier !== undefined && modifier !== 'Patient')) return false;
+                const params = patientCompartmentParams(check.resourceType);
+                if (params.length === 0 || !(name === 'patient' || params.includes(name)) || (modifier !== undefined && modifier !== 'Patient')) return false;
                 const bareIdOk = name === 'patient' || modifier === 'Patient';
                 return t.query.getAll(key).some((v) => orValues(v).every((ref) => ref === `Patient/${patient}` || (bareIdOk && ref === patient)));
               });

@@ -197,7 +197,7 @@ export class AuthorizationServer {
   private readonly pending = new Map<string, PendingAuthorization>();
   private readonly codes = new Map<string, IssuedCode>();
   private readonly refreshTokens = new Map<string, RefreshRecord>();
-  private readonly revokedFamilies = new Map<string, number>();
+  private readonly revokedFamilies = new Map<string, { expiresAtMs: number }>();
   /** `client_id jti` → exp (ms) of the client assertions already used. */
   private readonly seenAssertions = new Map<string, { expiresAtMs: number }>();
 
@@ -304,18 +304,18 @@ export class AuthorizationServer {
     const client = await this.deps.registry.client(iss);
     if (client === undefined) throw new OAuthError(OAuthErrorCode.invalidClient, 'unknown client');
     if (client.kind !== 'backend') throw new OAuthError(OAuthErrorCode.unauthorizedClient, 'this client may not use client_credentials');
-    const jti = await this.verifyAssertion(client, assertion);
+    const used = await this.verifyAssertion(client, assertion);
     const allowed = parseScopes(client.scope);
     const requested = this.requestedScopes(single(params, 'scope') ?? client.scope);
     const granted = intersectScopes(intersectScopes(requested, allowed), subjectLimits.system);
     if (!hasResourceScope(granted)) throw new OAuthError(OAuthErrorCode.invalidScope, 'none of the requested scopes is allowed for this client');
     // Only a request that succeeds uses the jti up; a refused one may be corrected and sent again.
-    this.rememberAssertion(client.clientId, jti);
+    this.rememberAssertion(client.clientId, used);
     const scope = formatScopes(granted);
     return { access_token: await this.accessToken({ kind: 'system', client }, scope, client.clientId), token_type: 'Bearer', expires_in: accessTokenTtlSeconds, scope };
   }
 
-  /** Verifies a private_key_jwt assertion (SMART client-confidential-asymmetric.html); returns its jti. */
+  /** Verifies a private_key_jwt assertion (SMART client-confidential-asymmetric.html); returns its jti and expiry. */
   private async verifyAssertion(client: BackendClient, assertion: string): Promise<{ jti: string; expiresAtMs: number }> {
     let key: JWTVerifyGetKey | KeyObject;
     if (client.jwks) key = createLocalJWKSet(client.jwks);
@@ -361,8 +361,8 @@ export class AuthorizationServer {
     return { jti, expiresAtMs: exp * 1000 };
   }
 
-  private rememberAssertion(clientId: string, jti: { jti: string; expiresAtMs: number }): void {
-    this.seenAssertions.set(`${clientId} ${jti.jti}`, { expiresAtMs: jti.expiresAtMs });
+  private rememberAssertion(clientId: string, used: { jti: string; expiresAtMs: number }): void {
+    this.seenAssertions.set(`${clientId} ${used.jti}`, { expiresAtMs: used.expiresAtMs });
   }
 
   private async appClient(params: URLSearchParams): Promise<AppClient> {
@@ -419,7 +419,7 @@ export class AuthorizationServer {
     if (issued === undefined || issued.expiresAtMs <= nowMs) throw new OAuthError(OAuthErrorCode.invalidGrant, 'the code is unknown or expired');
     if (issued.used) {
       // RFC 6749 §4.1.2: a code presented twice revokes what it gave.
-      if (issued.family) this.revokedFamilies.set(issued.family, nowMs + refreshTtlMs);
+      if (issued.family) this.revokedFamilies.set(issued.family, { expiresAtMs: nowMs + refreshTtlMs });
       throw new OAuthError(OAuthErrorCode.invalidGrant, 'the code was already used; the tokens issued for it are revoked');
     }
     issued.used = true;
@@ -438,11 +438,11 @@ export class AuthorizationServer {
     const nowMs = this.deps.clock.nowMs();
     const record = this.refreshTokens.get(digest(token));
     if (record === undefined || record.expiresAtMs <= nowMs) throw new OAuthError(OAuthErrorCode.invalidGrant, 'the refresh token is unknown or expired');
-    prune(this.revokedFamilies as unknown as Map<string, { expiresAtMs: number }>, nowMs);
+    prune(this.revokedFamilies, nowMs);
     if (this.revokedFamilies.has(record.family)) throw new OAuthError(OAuthErrorCode.invalidGrant, 'the refresh token was revoked');
     if (record.clientId !== client.clientId) throw new OAuthError(OAuthErrorCode.invalidGrant, 'the refresh token was issued to another client');
     if (record.used) {
-      this.revokedFamilies.set(record.family, nowMs + refreshTtlMs);
+      this.revokedFamilies.set(record.family, { expiresAtMs: nowMs + refreshTtlMs });
       throw new OAuthError(OAuthErrorCode.invalidGrant, 'the refresh token was already used; every token of this grant is revoked');
     }
     record.used = true;
@@ -482,7 +482,7 @@ export class AuthorizationServer {
       if (single(params, 'code_challenge_method') !== 'S256') throw new OAuthError(OAuthErrorCode.invalidRequest, 'code_challenge_method must be S256 (PKCE)');
       const codeChallenge = required(params, 'code_challenge');
       if (!/^[A-Za-z0-9_-]{43}$/.test(codeChallenge)) throw new OAuthError(OAuthErrorCode.invalidRequest, 'code_challenge must be a base64url SHA-256 (43 characters)');
-      if (single(params, 'aud') !== this.fhirBase()) throw new OAuthError(OAuthErrorCode.invalidRequest, `aud must be this FHIR server, ${this.fhirBase()}`);
+      if (single(params, 'aud')?.replace(/\/$/, '') !== this.fhirBase()) throw new OAuthError(OAuthErrorCode.invalidRequest, `aud must be this FHIR server, ${this.fhirBase()}`);
       const requested = this.requestedScopes(required(params, 'scope'));
       const scopes = intersectScopes(requested, parseScopes(client.scope));
       if (!hasResourceScope(scopes)) throw new OAuthError(OAuthErrorCode.invalidScope, 'none of the requested scopes is allowed for this client');
