@@ -533,3 +533,33 @@ describe('authorization code: a patient signs a challenge', () => {
     expect(read.json.issue[0].diagnostics).toMatch(/not linked to a record at this node/);
   });
 });
+
+describe('garbage at the /auth endpoints', () => {
+  it('answers every malformed request with a 4xx, never a 5xx', async () => {
+    const forms = [
+      '',
+      '=&=&',
+      'grant_type=authorization_code',
+      'grant_type=authorization_code&code=&client_id=chart-app&redirect_uri=x&code_verifier=y',
+      'grant_type=refresh_token&refresh_token=%00%ff&client_id=chart-app',
+      `grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=${'a'.repeat(20000)}.b.c`,
+      'grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=eyJhbGciOiJub25lIn0.eyJpc3MiOjF9.',
+      'grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=eyJhbGciOiJFUzM4NCIsImtpZCI6ImVzIn0.eyJpc3MiOiJsYWItZmVlZCJ9.AAAA',
+      '%%%',
+    ];
+    for (const body of forms) {
+      const r = await fetch(tokenUrl(), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
+      expect(r.status, body.slice(0, 80)).toBeGreaterThanOrEqual(400);
+      expect(r.status, body.slice(0, 80)).toBeLessThan(500);
+    }
+    for (const query of ['', 'client_id=chart-app', 'client_id=chart-app&redirect_uri=%zz', 'client_id=chart-app&client_id=other-app', `client_id=chart-app&redirect_uri=${encodeURIComponent(redirectUri)}&scope=%00`]) {
+      const r = await fetch(`${node.url}/auth/authorize?${query}`, { redirect: 'manual' });
+      expect(r.status, query).toBeGreaterThanOrEqual(300);
+      expect(r.status, query).toBeLessThan(500);
+    }
+    for (const body of ['', 'request=x', 'request=&login=patient', '{"request":1}']) {
+      const r = await fetch(`${node.url}/auth/authorize`, { method: 'POST', headers: { 'content-type': body.startsWith('{') ? 'application/json' : 'application/x-www-form-urlencoded' }, body });
+      expect(r.status, body).toBe(400);
+    }
+  });
+});
