@@ -6,7 +6,7 @@ import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readF
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import pino, { type Logger } from 'pino';
-import { HlError, fromBase64, fromBase64Url, isHlError, orgIdFromName, randomBytes, systemClock, toBase64, toHex, type Clock } from './kernel/index.js';
+import { HlError, fromBase64, fromBase64Url, isHlError, orgIdFromName, randomBytes, systemClock, toBase64, toBase64Url, toHex, type Clock } from './kernel/index.js';
 import {
   Ed25519VerifierPool,
   exportPem,
@@ -16,6 +16,7 @@ import {
   generateAesKey,
   generateEd25519KeyPair,
   importEd25519PrivateKey,
+  signEd25519,
   type Ed25519KeyPair,
 } from './crypto/index.js';
 import {
@@ -36,7 +37,8 @@ import {
 } from './ledger/index.js';
 import { LocalOrderer, type Orderer } from './ordering/index.js';
 import { buildCapabilityStatement, buildServer } from './api/index.js';
-import { checkScope, issueToken } from './auth/index.js';
+import { AuthorizationServer, checkScope, FileAuthRegistry, hashPassword, issueToken, patientLoginMessage, type AuthClient, type StaffRole } from './auth/index.js';
+import type { GuardedResource } from './api/index.js';
 import { generatePatientBundle } from './synth/index.js';
 import { openPostgresRecordStore, openSqliteRecordStore, type RecordStore, type RotationReport } from './store/index.js';
 import { isResourceType, loadDefinitions, patientCompartmentOf, resourceTypes, validateResource } from './fhir/index.js';
@@ -76,6 +78,8 @@ const files = {
   kekNext: join('keys', 'kek.key.next'),
   pseudonymKey: join('keys', 'pseudonym.key'),
   lock: 'node.lock',
+  /** OAuth clients and staff users (`FileAuthRegistry`). */
+  auth: 'auth.json',
 };
 
 function readSecret(dataDir: string, file: string, what: string, createIfMissing: boolean): Uint8Array {
@@ -763,6 +767,11 @@ export async function startNode(options: {
   log?: Logger;
   /** A PostgreSQL URL for the record store (default: the embedded SQLite database). */
   database?: string;
+  /**
+   * The URL clients reach the node at (default: the address it listens on): the SMART endpoints it
+   * advertises, the `aud` a client assertion must name and the origin a patient's login signature names.
+   */
+  publicUrl?: string;
 }): Promise<RunningNode> {
   const clock = options.clock ?? systemClock;
   const log = options.log ?? createLogger();
@@ -770,7 +779,9 @@ export async function startNode(options: {
   loadDefinitions();
   const node = await openNode({ dataDir: options.dataDir, clock, log, ...(options.database ? { database: options.database } : {}) });
   let server: FastifyInstance;
+  let publicUrl = options.publicUrl?.replace(/\/+$/, '');
   try {
+    if (publicUrl !== undefined && !/^https?:\/\/[^\s/?#]+$/.test(publicUrl)) throw new HlError('invalid', '--public-url must be an http(s) origin such as https://node.example.org');
     const capability = buildCapabilityStatement({
       resourceTypes,
       software: { name: 'Healthledger', version: '0.1.0' },
@@ -789,6 +800,7 @@ export async function startNode(options: {
         linkPatient: (id, patient, sig) => node.linkPatient(id, patient, sig),
       },
       consents: { ledger: node.ledger, nowMs: () => clock.nowMs(), submitPatientTx: (bytes) => node.submitPatientTx(bytes) },
+      auth: smartAuthOf(node, clock, () => publicUrl!),
     });
     await server.listen({ port: options.port ?? 8080, host: options.host ?? '127.0.0.1' });
   } catch (err) {
@@ -801,6 +813,7 @@ export async function startNode(options: {
   const address = server.server.address();
   if (address === null || typeof address === 'string') throw new HlError('exception', 'server is not listening on TCP');
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  publicUrl ??= `http://${host}:${address.port}`;
   return {
     node,
     server,
@@ -927,4 +940,107 @@ export function signPatientTx(key: PatientKey, type: string, body: Record<string
 /** The patient's approval (base64url signature) of being linked to a custodian's record on these terms. */
 export function approvePatientLink(key: PatientKey, terms: PatientLinkTerms): string {
   return signPatientLink(terms.origin, { patient: key.patient, custodian: terms.custodian, pseudonym: terms.pseudonym }, key.privateKey);
+}
+
+/**
+ * The local Patient id of a patient network id linked to this node (`patient.link` with this custodian):
+ * the ledger names the record by pseudonym only, so the pseudonyms of local Patients are computed and
+ * remembered, and recomputed for Patients created since, until the link's pseudonym is found.
+ */
+function localPatientResolver(node: HealthledgerNode, pseudonymKey: Uint8Array): (networkId: string) => Promise<string | undefined> {
+  const byPseudonym = new Map<string, string>();
+  const known = new Set<string>();
+  return async (networkId) => {
+    const pseudonyms = (node.ledger.state.links.get(networkId) ?? []).filter((l) => l.custodian === node.config.orgId).map((l) => l.pseudonym);
+    if (pseudonyms.length === 0) return undefined;
+    const hit = () => pseudonyms.map((p) => byPseudonym.get(p)).find((id) => id !== undefined);
+    let id = hit();
+    if (id !== undefined) return id;
+    for (const patientId of await node.records.currentIds('Patient')) {
+      if (known.has(patientId)) continue;
+      known.add(patientId);
+      byPseudonym.set(patientPseudonym(pseudonymKey, patientId), patientId);
+    }
+    id = hit();
+    return id;
+  };
+}
+
+/** The authorization server of a node and what the scope guard reads, for `buildServer`. */
+function smartAuthOf(node: HealthledgerNode, clock: Clock, baseUrl: () => string) {
+  const registry = new FileAuthRegistry(join(node.dataDir, files.auth));
+  const server = new AuthorizationServer({
+    orgId: node.config.orgId,
+    keyPair: node.keyPair,
+    registry,
+    clock,
+    baseUrl,
+    patientKey: (networkId) => node.ledger.state.patients.get(networkId)?.key,
+    localPatient: localPatientResolver(node, readSecret(node.dataDir, files.pseudonymKey, 'pseudonym key', false)),
+    memberKey: (orgId) => node.ledger.state.members.get(orgId)?.key,
+  });
+  const loadResource = async (resourceType: string, id: string, versionId?: string): Promise<GuardedResource | undefined> => {
+    try {
+      const v = await node.records.readVersion(resourceType, id, versionId);
+      return { resource: JSON.parse(new TextDecoder().decode(v.content)), deleted: v.deleted, owner: v.patient };
+    } catch (err) {
+      if (isHlError(err, 'not-found') || isHlError(err, 'deleted')) return undefined;
+      throw err;
+    }
+  };
+  return { server, loadResource };
+}
+
+/** What `healthledger client add` registers. */
+export interface ClientRegistration {
+  dataDir: string;
+  clientId: string;
+  name?: string;
+  /** Space-separated scopes the client may be granted at most. */
+  scope: string;
+  /** A JWK set file (backend client). */
+  jwksFile?: string;
+  /** Redirect URIs (public app). */
+  redirectUris?: string[];
+  /** Another member organization whose node the client is (backend client; its member key when no JWK set). */
+  org?: string;
+}
+
+/**
+ * Registers an OAuth client in `DIR/auth.json`: a backend client (SMART Backend Services) with `jwksFile` or
+ * `org`, or a public app with `redirectUris`. `invalid` naming every problem; `conflict` if the id is taken.
+ */
+export async function addAuthClient(options: ClientRegistration): Promise<AuthClient> {
+  const dataDir = resolve(options.dataDir);
+  readConfig(dataDir);
+  const name = options.name ?? options.clientId;
+  let client: AuthClient;
+  if (options.redirectUris !== undefined && options.redirectUris.length > 0) {
+    if (options.jwksFile !== undefined || options.org !== undefined) throw new HlError('invalid', 'an app client (--redirect-uri) takes no --jwks or --org');
+    client = { kind: 'app', clientId: options.clientId, name, redirectUris: options.redirectUris, scope: options.scope };
+  } else {
+    if (options.jwksFile === undefined && options.org === undefined) throw new HlError('invalid', 'a client needs --jwks FILE or --org ORG (backend) or --redirect-uri URI (app)');
+    const jwks = options.jwksFile === undefined ? undefined : readJson<{ keys: [] }>(options.jwksFile, 'JWK set file');
+    client = { kind: 'backend', clientId: options.clientId, name, scope: options.scope, ...(jwks ? { jwks } : {}), ...(options.org ? { org: options.org } : {}) };
+  }
+  await new FileAuthRegistry(join(dataDir, files.auth)).addClient(client);
+  return client;
+}
+
+/** Adds a staff user to `DIR/auth.json` with an scrypt hash of `password`; `conflict` if the username is taken. */
+export async function addStaffUser(options: { dataDir: string; username: string; role: string; practitioner?: string; password: string }): Promise<void> {
+  const dataDir = resolve(options.dataDir);
+  readConfig(dataDir);
+  const password = await hashPassword(options.password);
+  await new FileAuthRegistry(join(dataDir, files.auth)).addUser({
+    username: options.username,
+    role: options.role as StaffRole,
+    ...(options.practitioner !== undefined ? { practitioner: options.practitioner } : {}),
+    password,
+  });
+}
+
+/** A patient's base64url signature to sign in at a node (`origin`, e.g. `https://node.example.org`) with `challenge`. */
+export function signPatientLogin(key: PatientKey, origin: string, challenge: string): string {
+  return toBase64Url(signEd25519(key.privateKey, patientLoginMessage(origin, challenge)));
 }

@@ -9,3 +9,5 @@ export { buildCapabilityStatement } from './capability.js';
 export type { FhirRouteDeps } from './fhir-routes.js';
 export type { LinkTerms, PatientRouteDeps } from './patient-routes.js';
 export { signedTxExtensionUrl, type ConsentRouteDeps } from './consent-routes.js';
+export type { AuthApiDeps } from './auth-routes.js';
+export type { GuardedResource, ResourceLoader } from './scope-guard.js';

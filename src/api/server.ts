@@ -13,6 +13,8 @@ import { registerFhirRoutes, type FhirRouteDeps } from './fhir-routes.js';
 import { registerPatientRoutes, type PatientRouteDeps } from './patient-routes.js';
 import { accessContextOf } from './access-context.js';
 import { registerConsentRoutes, type ConsentRouteDeps } from './consent-routes.js';
+import { registerAuthRoutes, type AuthApiDeps } from './auth-routes.js';
+import { registerScopeGuard } from './scope-guard.js';
 
 /** What the API needs from the node. */
 export interface ApiDeps {
@@ -30,6 +32,8 @@ export interface ApiDeps {
   patients?: PatientRouteDeps;
   /** Consents as FHIR Consent resources, from and to the ledger. */
   consents?: ConsentRouteDeps;
+  /** SMART on FHIR (/auth, /.well-known/smart-configuration) and what the scope guard reads; without it /auth answers 404. */
+  auth?: AuthApiDeps;
 }
 
 declare module 'fastify' {
@@ -64,14 +68,18 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   const tokens = new TokenVerifier({ orgId: deps.orgId, publicKey: deps.publicKey });
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0]!;
-    if (!path.startsWith('/fhir') || path === '/fhir/metadata') return;
+    if (!path.startsWith('/fhir') || path === '/fhir/metadata' || path === '/fhir/.well-known/smart-configuration') return;
     const header = req.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer ([A-Za-z0-9._-]+)$/.exec(header) : null;
     if (!match) throw new HlError('login', 'a bearer token is required (run: healthledger token --data DIR)');
     req.token = await tokens.verify(match[1]!, deps.clock.nowMs());
   });
 
+  // Every /fhir route's SMART scopes (src/api/scope-guard.ts).
+  registerScopeGuard(app, deps.auth?.loadResource ? { load: deps.auth.loadResource } : {});
+
   registerLedgerRoutes(app, deps.ledger);
+  if (deps.auth) registerAuthRoutes(app, deps.auth);
   if (deps.patients) registerPatientRoutes(app, deps.patients);
   if (deps.consents) registerConsentRoutes(app, deps.consents);
   if (deps.fhir) registerFhirRoutes(app, { ...deps.fhir, accessContextOf: (req) => accessContextOf(req, deps.orgId) });

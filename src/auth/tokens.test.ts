@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { generateEd25519KeyPair } from '../crypto/index.js';
 import { HlError } from '../kernel/index.js';
-import { issueToken, TokenVerifier } from './index.js';
+import { SignJWT } from 'jose';
+import { issueToken, tokenAudience, TokenVerifier } from './index.js';
 
 const orgId = 'summit-clinic';
 const keys = generateEd25519KeyPair();
@@ -56,5 +57,36 @@ describe('TokenVerifier', () => {
     await new TokenVerifier({ orgId, publicKey: keys.publicKey }).verify(t, t0 + 1000);
     const other = new TokenVerifier({ orgId, publicKey: generateEd25519KeyPair().publicKey });
     await loginError(other.verify(t, t0 + 1000));
+  });
+
+  it('carries the kind and context claims, and reads a token without a kind as an admin token', async () => {
+    const verifier = new TokenVerifier({ orgId, publicKey: keys.publicKey });
+    const base = { orgId, privateKey: keys.privateKey, keyId: keys.keyId, ttlSeconds: 60, nowMs: t0 };
+    const patient = await issueToken(base, { sub: 'pat-x', scope: 'patient/*.rs', kind: 'patient', patient: 'p-1', patientNetworkId: 'pat-x', client: 'app' });
+    expect(await verifier.verify(patient, t0 + 1000)).toMatchObject({ kind: 'patient', patient: 'p-1', patientNetworkId: 'pat-x', client: 'app' });
+    const staff = await issueToken(base, { sub: 'ana', scope: 'user/*.rs', kind: 'user', role: 'auditor', practitioner: 'pr-1' });
+    const verified = await verifier.verify(staff, t0 + 1000);
+    expect(verified).toMatchObject({ kind: 'user', role: 'auditor', practitioner: 'pr-1' });
+    expect(verified.patient).toBeUndefined();
+    const legacy = await new SignJWT({ scope: 'user/*.cruds' })
+      .setProtectedHeader({ alg: 'EdDSA' })
+      .setIssuer(orgId)
+      .setSubject('admin')
+      .setAudience(tokenAudience(orgId))
+      .setIssuedAt(t0 / 1000)
+      .setExpirationTime(t0 / 1000 + 60)
+      .setJti('j')
+      .sign(keys.privateKey);
+    expect((await verifier.verify(legacy, t0 + 1000)).kind).toBe('admin');
+    const forgedKind = await new SignJWT({ scope: 'user/*.cruds', kind: 'root' })
+      .setProtectedHeader({ alg: 'EdDSA' })
+      .setIssuer(orgId)
+      .setSubject('admin')
+      .setAudience(tokenAudience(orgId))
+      .setIssuedAt(t0 / 1000)
+      .setExpirationTime(t0 / 1000 + 60)
+      .setJti('k')
+      .sign(keys.privateKey);
+    expect((await loginError(verifier.verify(forgedKind, t0 + 1000))).message).toMatch(/kind/);
   });
 });

@@ -1,26 +1,60 @@
 /**
- * Bearer tokens signed by the node's organization key (EdDSA JWTs, RFC 8037), verified with jose. Full SMART
- * on FHIR login (authorization code, backend services) comes with the consent issue; until then these tokens
- * are what `healthledger token` prints for local administration.
+ * Bearer tokens signed by the node's organization key (EdDSA JWTs, RFC 8037), verified with jose: the access
+ * tokens of the SMART token endpoint (`authorization-server.ts`) and the administration tokens that
+ * `healthledger token` prints (kind `admin`).
  */
 import type { KeyObject } from 'node:crypto';
 import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
 import { HlError, newNonce } from '../kernel/index.js';
 
+/** Who a token speaks for. */
+export const TokenKind = { admin: 'admin', user: 'user', patient: 'patient', system: 'system' } as const;
+export type TokenKind = (typeof TokenKind)[keyof typeof TokenKind];
+
+/** A staff user's role at the node. */
+export const StaffRole = { clinician: 'clinician', admin: 'admin', auditor: 'auditor' } as const;
+export type StaffRole = (typeof StaffRole)[keyof typeof StaffRole];
+
 /** Claims the node puts in a token. */
 export interface TokenClaims {
-  /** Who the token is for (`admin` for `healthledger token`). */
+  /** Who the token is for: `admin` for `healthledger token`, a username, a patient network id or a client id. */
   sub: string;
   /** Space-separated SMART v2 scopes, e.g. `user/*.cruds`. */
   scope: string;
+  /** Default `admin`. */
+  kind?: TokenKind;
+  /** Staff role (kind `user`). */
+  role?: StaffRole;
+  /** The staff user's Practitioner id at this node. */
+  practitioner?: string;
+  /** Local Patient id of the patient in context (patient logins linked at this node). */
+  patient?: string;
+  /** Network id of the patient who signed in (kind `patient`). */
+  patientNetworkId?: string;
+  /** The OAuth client the token was issued to. */
+  client?: string;
+  /** Another member organization whose node the client is (member-node clients). */
+  org?: string;
 }
 
 /** A verified token. */
 export interface VerifiedToken extends TokenClaims {
+  kind: TokenKind;
   issuer: string;
   expiresAt: Date;
   jti: string;
 }
+
+/** JWT claim names of the optional claims (RFC 9068 names where there is one). */
+const claimNames = {
+  kind: 'kind',
+  role: 'role',
+  practitioner: 'practitioner',
+  patient: 'patient',
+  patientNetworkId: 'patient_network_id',
+  client: 'client_id',
+  org: 'org',
+} as const;
 
 /** The audience a node's tokens are issued for. */
 export function tokenAudience(orgId: string): string {
@@ -43,7 +77,12 @@ export async function issueToken(
   claims: TokenClaims,
 ): Promise<string> {
   const iat = Math.floor(options.nowMs / 1000);
-  return new SignJWT({ scope: checkScope(claims.scope) })
+  const extra: Record<string, string> = { [claimNames.kind]: claims.kind ?? TokenKind.admin };
+  for (const key of ['role', 'practitioner', 'patient', 'patientNetworkId', 'client', 'org'] as const) {
+    const value = claims[key];
+    if (value !== undefined) extra[claimNames[key]] = value;
+  }
+  return new SignJWT({ scope: checkScope(claims.scope), ...extra })
     .setProtectedHeader({ alg: 'EdDSA', kid: options.keyId, typ: 'JWT' })
     .setIssuer(options.orgId)
     .setSubject(claims.sub)
@@ -68,13 +107,25 @@ export async function verifyToken(
       requiredClaims: ['exp', 'iat', 'sub', 'jti'],
     });
     if (typeof payload.scope !== 'string') throw new HlError('login', 'token has no scope');
-    return {
+    // Tokens made before kinds existed were all `healthledger token` tokens.
+    const kind = payload[claimNames.kind] ?? TokenKind.admin;
+    if (typeof kind !== 'string' || !(Object.values(TokenKind) as string[]).includes(kind)) throw new HlError('login', 'token kind is not valid here');
+    const verified: VerifiedToken = {
       sub: payload.sub!,
       scope: payload.scope,
+      kind: kind as TokenKind,
       issuer: payload.iss!,
       expiresAt: new Date(payload.exp! * 1000),
       jti: payload.jti!,
     };
+    for (const key of ['role', 'practitioner', 'patient', 'patientNetworkId', 'client', 'org'] as const) {
+      const value = payload[claimNames[key]];
+      if (value === undefined) continue;
+      if (typeof value !== 'string') throw new HlError('login', `token claim "${claimNames[key]}" is not valid here`);
+      (verified as unknown as Record<string, string>)[key] = value;
+    }
+    if (verified.role !== undefined && !(Object.values(StaffRole) as string[]).includes(verified.role)) throw new HlError('login', 'token claim "role" is not valid here');
+    return verified;
   } catch (err) {
     if (err instanceof HlError) throw err;
     const reason =

@@ -8,6 +8,8 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
 import {
+  addAuthClient,
+  addStaffUser,
   createPatientKey,
   initNode,
   isHlError,
@@ -159,9 +161,16 @@ function buildProgram(out: (s: string) => void): Command {
     .option('--port <port>', 'TCP port (0 picks a free one)', '8080')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--database <url>', 'PostgreSQL URL for the record store (default: embedded SQLite)')
-    .action(async (opts: { data: string; port: string; host: string; database?: string }) => {
+    .option('--public-url <url>', 'the URL clients reach the node at, for SMART (default: the address it listens on)')
+    .action(async (opts: { data: string; port: string; host: string; database?: string; publicUrl?: string }) => {
       if (!/^\d{1,5}$/.test(opts.port) || Number(opts.port) > 65535) throw new HlErrorForCli('--port must be a number from 0 to 65535');
-      const running = await startNode({ dataDir: opts.data, port: Number(opts.port), host: opts.host, ...(opts.database ? { database: opts.database } : {}) });
+      const running = await startNode({
+        dataDir: opts.data,
+        port: Number(opts.port),
+        host: opts.host,
+        ...(opts.database ? { database: opts.database } : {}),
+        ...(opts.publicUrl ? { publicUrl: opts.publicUrl } : {}),
+      });
       out(`${running.node.config.orgId} serving at ${running.url}\n  ledger: ${running.url}/ledger/checkpoint\n  stop with Ctrl-C\n`);
       await new Promise<void>((resolve) => {
         const stop = () => {
@@ -182,6 +191,8 @@ function buildProgram(out: (s: string) => void): Command {
     .action(async (opts: { data: string; scope: string }) => {
       out(`${await issueAdminToken({ dataDir: opts.data, scope: opts.scope })}\n`);
     });
+
+  registerAuthCommands(program, out);
 
   const keys = program.command('keys').description("manage the node's keys");
   keys
@@ -317,6 +328,65 @@ function buildProgram(out: (s: string) => void): Command {
     });
 
   return program;
+}
+
+/** `client add` and `user add`: SMART clients and staff users in DIR/auth.json (read by a running node as it changes). */
+function registerAuthCommands(program: Command, out: (s: string) => void): void {
+  const client = program.command('client').description('OAuth clients of the node (SMART on FHIR)');
+  client
+    .command('add')
+    .description('register a backend client (--jwks or --org: SMART Backend Services) or a public app (--redirect-uri, PKCE)')
+    .requiredOption('--data <dir>', "the node's data directory")
+    .requiredOption('--id <id>', 'the client_id')
+    .requiredOption('--scope <scopes>', 'the most it may be granted, space-separated (system/... for backends; patient/..., user/... for apps)')
+    .option('--jwks <file>', "a JWK set file with the backend's public keys (EdDSA, ES384 or RS384)")
+    .option('--redirect-uri <uri...>', "the app's redirect URIs (https, or http on 127.0.0.1/localhost)")
+    .option('--org <org>', "another member organization's node, authenticating with its member key on the ledger")
+    .option('--name <name>', 'a display name (default: the id)')
+    .action(async (opts: { data: string; id: string; scope: string; jwks?: string; redirectUri?: string[]; org?: string; name?: string }) => {
+      const c = await addAuthClient({
+        dataDir: opts.data,
+        clientId: opts.id,
+        scope: opts.scope,
+        ...(opts.jwks !== undefined ? { jwksFile: opts.jwks } : {}),
+        ...(opts.redirectUri !== undefined ? { redirectUris: opts.redirectUri } : {}),
+        ...(opts.org !== undefined ? { org: opts.org } : {}),
+        ...(opts.name !== undefined ? { name: opts.name } : {}),
+      });
+      out(`registered ${c.kind === 'app' ? 'app' : 'backend'} client ${c.clientId}${c.kind === 'backend' && c.org ? ` of ${c.org}` : ''} with scope "${c.scope}"\n`);
+    });
+
+  const user = program.command('user').description('staff users of the node');
+  user
+    .command('add')
+    .description('add a staff user; the password comes from --password-file or stdin, never the command line')
+    .requiredOption('--data <dir>', "the node's data directory")
+    .requiredOption('--username <name>', 'the username')
+    .requiredOption('--role <role>', 'clinician, admin or auditor')
+    .option('--practitioner <id>', "the user's Practitioner id at this node")
+    .option('--password-file <file>', 'a file holding the password (default: read it from stdin)')
+    .action(async (opts: { data: string; username: string; role: string; practitioner?: string; passwordFile?: string }) => {
+      let text: string;
+      if (opts.passwordFile !== undefined) {
+        try {
+          text = readFileSync(opts.passwordFile, 'utf8');
+        } catch {
+          throw new HlErrorForCli(`cannot read the password file ${opts.passwordFile}`);
+        }
+      } else if (process.stdin.isTTY) throw new HlErrorForCli('give --password-file FILE or pipe the password on stdin');
+      else text = readFileSync(0, 'utf8');
+      // One line: the password without its line ending.
+      const password = text.replace(/\r?\n$/, '');
+      if (password.includes('\n')) throw new HlErrorForCli('the password must be one line');
+      await addStaffUser({
+        dataDir: opts.data,
+        username: opts.username,
+        role: opts.role,
+        password,
+        ...(opts.practitioner !== undefined ? { practitioner: opts.practitioner } : {}),
+      });
+      out(`added ${opts.role} ${opts.username}${opts.practitioner ? ` (Practitioner/${opts.practitioner})` : ''}\n`);
+    });
 }
 
 /** A usage problem found by the CLI itself. */

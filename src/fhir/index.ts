@@ -15,7 +15,7 @@ export {
   type BundleResource,
   type ParsedBundleEntry,
 } from './bundle.js';
-export { patientCompartmentOf } from './compartment.js';
+export { isInPatientCompartment, patientCompartmentOf, patientCompartmentParams } from './compartment.js';
 export { loadDefinitions, type DefinitionsSummary } from './definitions.js';
 export {
   IssueSeverity,
