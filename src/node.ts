@@ -42,11 +42,14 @@ import type { GuardedResource } from './api/index.js';
 import { generatePatientBundle } from './synth/index.js';
 import { openPostgresRecordStore, openSqliteRecordStore, type RecordStore, type RotationReport } from './store/index.js';
 import { isResourceType, loadDefinitions, patientCompartmentOf, resourceTypes, validateResource } from './fhir/index.js';
-import { AccessGuard, GuardedRepository, LedgeredRepository, type RecordCommitBody, type RecordCommitter, type Resource } from './repository/index.js';
+import { AccessGuard, GuardedRepository, LedgeredRepository, resourceOf, type RecordCommitBody, type RecordCommitter, type Resource } from './repository/index.js';
 import type { FastifyInstance } from 'fastify';
 
 /** Re-exported for the CLI, which reaches the other modules only through the composition root. */
 export { isHlError, isResourceType };
+/** The public verifier and RFC 8785 + SHA-256, for the CLI to check proofs as an outsider. */
+export { publicVerifier } from './ledger/index.js';
+export { canonicalJson, sha256 } from './crypto/index.js';
 export {
   purposesOfUse,
   sensitivityLabels,
@@ -154,6 +157,13 @@ export interface PatientLinkTerms {
   pseudonym: string;
 }
 
+/** True for Subscription criteria `AuditEvent?patient=Patient/{id}` (or `=id`) naming `patient`. */
+function subscriptionCoversPatient(criteria: string | undefined, patient: string): boolean {
+  if (typeof criteria !== 'string' || !criteria.startsWith('AuditEvent?')) return false;
+  const value = new URLSearchParams(criteria.slice('AuditEvent?'.length)).get('patient');
+  return value === `Patient/${patient}` || value === patient;
+}
+
 /** The ledger pseudonym of a user at an organization (access entries): HMAC-SHA-256, truncated. */
 export function userPseudonym(key: Uint8Array, org: string, user: string): string {
   return `usr-${toHex(hmacSha256(key, new TextEncoder().encode(`user|${org}|${user}`)).subarray(0, 16))}`;
@@ -225,6 +235,7 @@ export class HealthledgerNode {
         committer: this.committer(),
         userPseudonymOf: (org, user) => userPseudonym(parts.pseudonymKey, org, user),
         onAuditError: (err) => this.log.warn({ err: { code: (err as HlError).code, message: (err as Error).message } }, 'an audit write failed'),
+        notifyEmergency: (patient, event) => this.notifyEmergency(patient, event),
       },
     );
     this.loop = this.applyLoop();
@@ -288,6 +299,39 @@ export class HealthledgerNode {
     );
     this.ledger.trustOwnSignature(tx);
     return tx;
+  }
+
+  /**
+   * Break-glass notification (DESIGN.md §6): POSTs the AuditEvent to every active rest-hook Subscription
+   * whose criteria are `AuditEvent?patient=Patient/{id}` for this patient (FHIR R4 subscription.html), with
+   * the channel's headers; best effort, off the request's path, failures logged without PHI.
+   */
+  private notifyEmergency(patient: string, event: Resource): void {
+    const run = async () => {
+      const found = await this.repository.search('Subscription', new URLSearchParams({ status: 'active', _count: '1000' }));
+      for (const v of found.page) {
+        const sub = resourceOf(v) as { criteria?: string; channel?: { type?: string; endpoint?: string; payload?: string; header?: string[] } };
+        if (sub.channel?.type !== 'rest-hook' || typeof sub.channel.endpoint !== 'string' || !subscriptionCoversPatient(sub.criteria, patient)) continue;
+        const headers: Record<string, string> = {};
+        for (const h of sub.channel.header ?? []) {
+          const at = h.indexOf(':');
+          if (at > 0) headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();
+        }
+        if (sub.channel.payload) headers['content-type'] = sub.channel.payload;
+        try {
+          const res = await fetch(sub.channel.endpoint, {
+            method: 'POST',
+            headers,
+            ...(sub.channel.payload ? { body: JSON.stringify(event) } : {}),
+            signal: AbortSignal.timeout(5000),
+          });
+          if (!res.ok) this.log.warn({ subscription: v.id, status: res.status }, 'break-glass notification refused');
+        } catch (err) {
+          this.log.warn({ subscription: v.id, err: { message: (err as Error).message } }, 'break-glass notification failed');
+        }
+      }
+    };
+    void run().catch((err: unknown) => this.log.warn({ err: { message: (err as Error).message } }, 'break-glass notification failed'));
   }
 
   /** Signs and orders this organization's record, access and break-glass txs. */
@@ -967,8 +1011,27 @@ function localPatientResolver(node: HealthledgerNode, pseudonymKey: Uint8Array):
 }
 
 /** The authorization server of a node and what the scope guard reads, for `buildServer`. */
+/**
+ * The public client every node knows: the `healthledger` CLI acting for a patient (`disclosures`), who signs
+ * in by signing a challenge with their key. Its redirect URI is on the loopback interface and never served:
+ * the CLI reads the code from the redirect itself (RFC 8252 native app).
+ */
+export const patientCliClient: Extract<AuthClient, { kind: 'app' }> = {
+  kind: 'app',
+  clientId: 'healthledger-patient-cli',
+  name: 'Healthledger patient CLI',
+  redirectUris: ['http://127.0.0.1/healthledger-patient-cli'],
+  scope: 'patient/*.rs launch/patient',
+};
+
 function smartAuthOf(node: HealthledgerNode, clock: Clock, baseUrl: () => string) {
-  const registry = new FileAuthRegistry(join(node.dataDir, files.auth));
+  const file = new FileAuthRegistry(join(node.dataDir, files.auth));
+  const registry = {
+    client: async (id: string) => (id === patientCliClient.clientId ? patientCliClient : file.client(id)),
+    user: (username: string) => file.user(username),
+    addClient: (client: AuthClient) => file.addClient(client),
+    addUser: (user: Parameters<FileAuthRegistry['addUser']>[0]) => file.addUser(user),
+  };
   const server = new AuthorizationServer({
     orgId: node.config.orgId,
     keyPair: node.keyPair,

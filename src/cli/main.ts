@@ -24,7 +24,7 @@ import {
 import { runBench } from '../bench/index.js';
 import { importFiles } from './import.js';
 import { RequestError } from './http.js';
-import { UsageError, grantBody, grantConsent, linkPatient, registerPatient, revokeConsent, type GrantOptions } from './patient.js';
+import { UsageError, fetchDisclosures, grantBody, grantConsent, linkPatient, registerPatient, revokeConsent, type GrantOptions } from './patient.js';
 
 /** Exit codes. */
 export const ExitCode = { ok: 0, failed: 1, usage: 2 } as const;
@@ -317,6 +317,30 @@ function buildProgram(out: (s: string) => void): Command {
       const key = readPatientKeyFile(opts.key);
       const r = await revokeConsent(url, key, opts.consent, opts.patient ?? key.patient);
       out(`consent ${opts.consent} revoked (tx ${r.txId})\n`);
+    });
+
+  program
+    .command('disclosures')
+    .description("a patient's accounting of disclosures at a node: every access to their records, each proof checked")
+    .requiredOption('--key <keyfile>', "the patient's key file (signs the login challenge)")
+    .requiredOption('--url <url>', 'the node holding the records')
+    .option('--json', 'print the list as JSON')
+    .action(async (opts: { key: string; url: string; json?: boolean }) => {
+      const url = checkUrl(opts.url);
+      const key = readPatientKeyFile(opts.key);
+      const list = await fetchDisclosures(url, key);
+      const failed = list.filter((d) => d.proofProblem !== null);
+      if (opts.json) out(`${JSON.stringify(list, null, 2)}\n`);
+      else {
+        const lines = list.map(
+          (d) =>
+            `${d.recorded}  ${d.org}${d.user ? `/${d.user}` : ''}  ${d.purpose}  ${d.action}  ${d.outcome}${d.breakGlass ? '  BREAK-GLASS' : ''}` +
+            `  ${d.resources} resource(s)  leaf ${d.leafIndex}  ${d.proofProblem === null ? 'proof ok' : `PROOF FAILED: ${d.proofProblem}`}` +
+            (d.reason && d.outcome === 'deny' ? `  (${d.reason})` : ''),
+        );
+        out(`${[...lines, `${list.length} accesses at ${url}; ${list.length - failed.length} proven, ${failed.length} failed`].join('\n')}\n`);
+      }
+      if (failed.length > 0) process.exitCode = ExitCode.failed;
     });
 
   program

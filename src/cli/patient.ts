@@ -1,10 +1,17 @@
 /**
- * `healthledger patient …` and `healthledger consent …`: a patient's side of the network over HTTP. The
+ * `healthledger patient …`, `healthledger consent …` and `healthledger disclosures`: a patient's side of
+ * the network over HTTP. The
  * key file stays on the patient's machine; only signed txs and signatures leave it.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import {
   approvePatientLink,
+  canonicalJson,
   isResourceType,
+  patientCliClient,
+  publicVerifier,
+  sha256,
+  signPatientLogin,
   purposesOfUse,
   sensitivityLabels,
   signPatientTx,
@@ -14,7 +21,7 @@ import {
   type PurposeOfUse,
   type SensitivityLabel,
 } from '../node.js';
-import { requestJson } from './http.js';
+import { RequestError, requestJson } from './http.js';
 
 /** A usage problem in the arguments, reported as one line. */
 export class UsageError extends Error {}
@@ -152,4 +159,131 @@ export async function revokeConsent(url: string, key: PatientKey, id: string, pa
   const tx = signPatientTx(key, 'consent.revoke', { patient, consent: id });
   const r = await requestJson(url, '/ledger/tx', { body: new TextDecoder().decode(tx.bytes) });
   return { txId: String(r.txId) };
+}
+
+/** One access in a patient's accounting of disclosures, with whether its proof held. */
+export interface Disclosure {
+  recorded: string;
+  org: string;
+  user?: string;
+  purpose: string;
+  action: string;
+  outcome: 'permit' | 'deny';
+  reason?: string;
+  resources: number;
+  breakGlass: boolean;
+  leafIndex: string;
+  /** null when the proof held; else what failed. */
+  proofProblem: string | null;
+}
+
+function base64url(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('base64url');
+}
+
+/**
+ * Signs the patient in at a node (SMART authorization code + PKCE, the patient signing the node's
+ * single-use challenge with their key) and returns the access token and the local Patient id.
+ */
+export async function patientLogin(url: string, key: PatientKey): Promise<{ token: string; patient: string }> {
+  const base = url.replace(/\/+$/, '');
+  const verifier = base64url(randomBytes(32));
+  const challenge = base64url(createHash('sha256').update(verifier).digest());
+  const redirectUri = patientCliClient.redirectUris[0]!;
+  const query = new URLSearchParams({
+    response_type: 'code',
+    client_id: patientCliClient.clientId,
+    redirect_uri: redirectUri,
+    scope: patientCliClient.scope,
+    state: base64url(randomBytes(12)),
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+    aud: `${base}/fhir`,
+  });
+  const page = await fetchOrThrow(`${base}/auth/authorize?${query}`, { redirect: 'manual' }, base);
+  const request = /name="request" value="([A-Za-z0-9_-]+)"/.exec(await page.text())?.[1];
+  if (!request) throw new RequestError(`the node's login page (HTTP ${page.status}) offers no patient sign-in`, 0);
+  const c = await requestJson(base, `/auth/patient-challenge?request=${request}`);
+  const nonce = String(c.challenge);
+  // Sign only a login for this node: never an arbitrary message a node might put forward.
+  if (c.message !== `healthledger-login:${base}:${nonce}`) throw new RequestError('the node asked to sign a login message for another address', 0);
+  const form = new URLSearchParams({ request, login: 'patient', patient: key.patient, challenge: nonce, signature: signPatientLogin(key, base, nonce) });
+  const login = await fetchOrThrow(`${base}/auth/authorize`, { method: 'POST', body: form, redirect: 'manual' }, base);
+  const location = login.headers.get('location');
+  const code = location ? new URL(location).searchParams.get('code') : null;
+  if (login.status !== 302 || !code) throw new RequestError(`the node refused the sign-in (HTTP ${login.status})`, 0);
+  const t = await fetchOrThrow(
+    `${base}/auth/token`,
+    { method: 'POST', body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: redirectUri, client_id: patientCliClient.clientId, code_verifier: verifier }) },
+    base,
+  );
+  const tokens = (await t.json()) as { access_token?: string; patient?: string; error_description?: string };
+  if (!t.ok || !tokens.access_token) throw new RequestError(`the node refused the token: ${tokens.error_description ?? `HTTP ${t.status}`}`, 0);
+  if (!tokens.patient) throw new RequestError(`${key.patient} is not linked to a record at this node`, 0);
+  return { token: tokens.access_token, patient: tokens.patient };
+}
+
+async function fetchOrThrow(url: string, init: RequestInit, base: string): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch {
+    throw new RequestError(`cannot reach ${base}`, 0);
+  }
+}
+
+/**
+ * The patient's accounting of disclosures at a node: every access to their records there, each checked
+ * as an outsider would (the AuditEvent's commitment in the ledger leaf, the leaf's inclusion proof, and the
+ * checkpoint's signature by a member key the node lists).
+ */
+export async function fetchDisclosures(url: string, key: PatientKey): Promise<Disclosure[]> {
+  const { token, patient } = await patientLogin(url, key);
+  const r = await requestJson(url, `/fhir/Patient/${encodeURIComponent(patient)}/$disclosures`, { token });
+  const members = (await requestJson(url, '/ledger/members')) as { members?: { verifierKey: string }[] };
+  const keys = (members.members ?? []).map((m) => m.verifierKey);
+  const out: Disclosure[] = [];
+  for (const d of (r.parameter ?? []) as { name: string; part: { name: string; resource?: any; valueString?: string; valueBase64Binary?: string; valueInteger64?: string }[] }[]) {
+    if (d.name !== 'disclosure') continue;
+    const part = (name: string) => d.part.filter((p) => p.name === name);
+    const event = part('event')[0]?.resource ?? {};
+    const b64 = (s: string | undefined) => new Uint8Array(Buffer.from(s ?? '', 'base64'));
+    let proofProblem: string | null = null;
+    try {
+      const leaf = b64(part('leaf')[0]?.valueBase64Binary);
+      const salt = b64(part('salt')[0]?.valueBase64Binary);
+      const tx = JSON.parse(Buffer.from(leaf).toString('utf8')) as { body: { versions?: { resourceType: string; id: string; commitment: string }[]; id?: string; commitment?: string } };
+      const versions = tx.body.versions ?? [tx.body as { resourceType: string; id: string; commitment: string }];
+      const committed = versions.find((v) => v.resourceType === 'AuditEvent' && v.id === event.id)?.commitment;
+      const content = new TextEncoder().encode(canonicalJson(event));
+      const expected = Buffer.from(sha256(Buffer.concat([Buffer.from(salt), Buffer.from(content)]))).toString('hex');
+      if (committed !== expected) throw new Error('the AuditEvent does not match its ledger commitment');
+      const checkpoint = publicVerifier.verifyCheckpoint(part('checkpoint')[0]?.valueString ?? '', keys);
+      publicVerifier.verifyInclusion(
+        BigInt(part('leafIndex')[0]?.valueInteger64 ?? '-1'),
+        checkpoint.treeSize,
+        publicVerifier.leafHash(leaf),
+        part('proof').map((p) => b64(p.valueBase64Binary)),
+        checkpoint.rootHash,
+      );
+    } catch (err) {
+      proofProblem = err instanceof Error ? err.message : String(err);
+    }
+    const agents = (event.agent ?? []) as { type?: { coding?: { code?: string }[] }; who?: { identifier?: { value?: string } } }[];
+    const roleOf = (code: string) => agents.find((a) => a.type?.coding?.[0]?.code === code)?.who?.identifier?.value;
+    const entities = (event.entity ?? []) as { role?: { code?: string }; description?: string }[];
+    out.push({
+      recorded: String(event.recorded ?? ''),
+      org: roleOf('110153') ?? '?',
+      ...(roleOf('humanuser') ? { user: roleOf('humanuser')! } : {}),
+      purpose: String(event.purposeOfEvent?.[0]?.coding?.[0]?.code ?? '?'),
+      action: String(event.subtype?.[0]?.code ?? '?'),
+      outcome: event.outcome === '0' ? 'permit' : 'deny',
+      ...(event.outcomeDesc ? { reason: String(event.outcomeDesc) } : {}),
+      resources: entities.filter((e) => e.role?.code === '4').length,
+      breakGlass: entities.some((e) => (e.description ?? '').includes('emergency')),
+      leafIndex: String(part('leafIndex')[0]?.valueInteger64 ?? '?'),
+      proofProblem,
+    });
+  }
+  return out;
 }

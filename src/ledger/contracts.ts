@@ -479,7 +479,12 @@ const rules: Record<string, Rule> = {
     const signer = signerMember(tx, scope.state, issues);
     if (signer) checkSignature(tx, signer, scope);
     for (const k of Object.keys(body)) {
-      if (!['patient', 'practitioner', 'reason', 'start', 'end'].includes(k)) issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+      if (!['patient', 'org', 'practitioner', 'reason', 'start', 'end'].includes(k)) issues.push(issue(`body.${k}`, `unknown member "${k}"`));
+    }
+    // The organization whose staff broke the glass: the signer, or (a custodian recording a request it
+    // served) the requesting member.
+    if (body.org !== undefined && (typeof body.org !== 'string' || !scope.state.members.has(body.org))) {
+      issues.push(issue('body.org', 'must be a member organization', 'not-found'));
     }
     if (typeof body.patient !== 'string' || !isPatientRef(body.patient)) issues.push(issue('body.patient', 'must be a patient network id or record pseudonym'));
     if (body.practitioner !== undefined && (typeof body.practitioner !== 'string' || !fhirId.test(body.practitioner))) {
@@ -672,7 +677,7 @@ export function applyTx(tx: ParsedTx, state: LedgerState): void {
       state.addEmergency({
         id: tx.id,
         patient: body.patient as string,
-        org: tx.envelope.signer.id,
+        org: (body.org as string | undefined) ?? tx.envelope.signer.id,
         practitioner: (body.practitioner as string | undefined) ?? null,
         startMs: Date.parse(body.start as string),
         endMs: Date.parse(body.end as string),

@@ -327,6 +327,18 @@ describe('emergency.access', () => {
     expect(ledger.state.emergencyAccessOf(alice.id, { org: 'org-b', practitioner: 'usr-1' }, start + 24 * 3600_000 + 1)).toBeUndefined();
   });
 
+  it('records the requesting member when a custodian writes the break-glass it served, and refuses a non-member there', () => {
+    const { ledger, a, alice } = network();
+    const start = blockTime(ledger.height + 1);
+    const ok = byOrg(a, 'emergency.access', { patient: alice.id, org: 'org-b', reason: reasonCommitment, start: iso(start), end: iso(start + 3600_000) });
+    const stranger = byOrg(a, 'emergency.access', { patient: alice.id, org: 'org-x', reason: reasonCommitment, start: iso(start), end: iso(start + 3600_000) });
+    const r = applyNext(ledger, [ok, stranger]);
+    expect(r.map((x) => x.valid)).toEqual([true, false]);
+    expect(r[1]!.error).toMatch(/body.org: must be a member organization/);
+    expect(ledger.state.emergencyAccessOf(alice.id, { org: 'org-b' }, start + 1)).toBe(ok.id);
+    expect(ledger.state.emergencyAccessOf(alice.id, { org: 'org-a' }, start + 1)).toBeUndefined();
+  });
+
   it('rejects a break-glass without a reason commitment, longer than 72 h, ending before it starts, or from a non-member', () => {
     const { ledger, a, alice } = network();
     const start = blockTime(ledger.height + 1);

@@ -27,6 +27,11 @@ export interface GuardedRepositoryDeps {
   userPseudonymOf: (org: string, user: string) => string;
   /** Where failures of the (asynchronous) audit write are reported; they never fail the request. */
   onAuditError?: (err: unknown) => void;
+  /**
+   * Tells the patient's apps about a break-glass access to their records (DESIGN.md §6): called with the
+   * local Patient id and the AuditEvent once the `emergency.access` is committed; must not throw.
+   */
+  notifyEmergency?: (patient: string, event: Resource) => void;
 }
 
 const refOf = (v: { resourceType: string; id: string; versionId: string }) => `${v.resourceType}/${v.id}/_history/${v.versionId}`;
@@ -233,6 +238,7 @@ export class GuardedRepository {
         salt: toBase64(salt),
         body: {
           patient: this.guard.ledgerPatientOf(patient),
+          org: ctx.requester.org,
           ...(ctx.requester.user !== undefined ? { practitioner: ctx.requester.user } : {}),
           reason: commitment,
           start: new Date(now).toISOString(),
@@ -245,7 +251,7 @@ export class GuardedRepository {
     const rejected = receipts.find((r) => !r.valid);
     if (rejected) throw new HlError('exception', `the ledger rejected a break-glass access: ${rejected.error ?? 'unknown'}`);
     opened.forEach((o, i) => {
-      this.audit(ctx, {
+      const event = this.audit(ctx, {
         action: 'read',
         outcome: 'permit',
         reason: 'break-glass: emergency access opened; the patient is notified',
@@ -253,6 +259,7 @@ export class GuardedRepository {
         emergency: receipts[i]!.txId,
         emergencyReason: { text: reason, salt: o.salt },
       });
+      this.deps.notifyEmergency?.(o.patient, event);
     });
   }
 
@@ -295,7 +302,8 @@ export class GuardedRepository {
     }
   }
 
-  private audit(ctx: AccessContext, partial: Omit<AuditInput, 'recorded' | 'purpose' | 'custodian' | 'requester'>, ledgerPatient?: string): void {
+  /** Writes the AuditEvent and access entry of an interaction (asynchronously); returns the AuditEvent. */
+  private audit(ctx: AccessContext, partial: Omit<AuditInput, 'recorded' | 'purpose' | 'custodian' | 'requester'>, ledgerPatient?: string): Resource {
     const input: AuditInput = {
       ...partial,
       recorded: new Date(this.deps.clock.nowMs()).toISOString(),
@@ -320,5 +328,6 @@ export class GuardedRepository {
       .catch((err: unknown) => this.deps.onAuditError?.(err));
     this.pendingAudits.add(write);
     void write.finally(() => this.pendingAudits.delete(write));
+    return event;
   }
 }
