@@ -43,6 +43,7 @@ describe('a node on PostgreSQL', () => {
     const found = (await (await fetch(`${running.url}/fhir/Patient?family=vander`, { headers: auth })).json()) as { total: number };
     expect(found.total).toBe(1);
 
+    await running.node.access.flushAudit();
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {

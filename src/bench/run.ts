@@ -11,7 +11,11 @@ import { randomBytes } from 'node:crypto';
 import { toHex } from '../kernel/index.js';
 import { Ed25519VerifierPool, sha256 } from '../crypto/index.js';
 import { TxType, auditLedger, merkle, nodeHasher, openSqliteLedgerStore, publicVerifier, signTx } from '../ledger/index.js';
-import { initNode, issueAdminToken, openNode } from '../node.js';
+import { approvePatientLink, createPatientKey, initNode, issueAdminToken, openNode, signPatientTx, type PatientKey } from '../node.js';
+import { decide, type AccessRequest } from '../consent/index.js';
+import { issueToken, verifyToken } from '../auth/index.js';
+import { purposesOfUse, sensitivityLabels, type PurposeOfUse } from '../ledger/index.js';
+import type { AccessContext } from '../repository/index.js';
 import { generatePatientBundle } from '../synth/index.js';
 
 interface Row {
@@ -183,6 +187,147 @@ async function benchAudit(dataDir: string, rows: Row[]): Promise<void> {
   }
 }
 
+/**
+ * Issue 4 rows measured in-process: `decide()` over a ledger holding 10,000 consents (signed, ordered and
+ * applied like any others), token issue and verify, and the cost the audit adds to a request.
+ */
+async function benchConsent(dir: string, consents: number, rows: Row[]): Promise<void> {
+  const dataDir = join(dir, 'consent-node');
+  await initNode({ org: 'Bench Consent', dataDir });
+  const node = await openNode({ dataDir });
+  try {
+    const patients = Math.max(1, Math.round(consents / 10));
+    note(`registering ${fmt(patients)} patients and ordering ${fmt(consents)} signed consents (not timed)`);
+    const keys: PatientKey[] = Array.from({ length: patients }, () => createPatientKey());
+    for (let i = 0; i < keys.length; i += 500) {
+      await node.submit(keys.slice(i, i + 500).map((k) => signPatientTx(k, 'patient.register', { publicKey: k.publicKey }).bytes));
+    }
+    const orgs = Array.from({ length: 20 }, (_, i) => `org-${i}`);
+    const classes = ['Observation', 'Condition', 'MedicationRequest', 'Encounter', 'Procedure'];
+    // A fixed pseudo-random mix (same every run): 20 organizations, every purpose, some class limits,
+    // some label exceptions, one consent in seven a denial.
+    let seed = 20261124;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return Math.floor((seed / 2147483648) * n);
+    };
+    const pick = <T>(list: readonly T[]): T => list[random(list.length)]!;
+    const grants = Array.from({ length: consents }, (_, i) => {
+      const k = keys[i % patients]!;
+      const provision = {
+        type: random(7) === 0 ? 'deny' : 'permit',
+        actors: [{ kind: 'org', id: pick(orgs) }],
+        purposes: [pick(purposesOfUse)],
+        ...(random(3) === 0 ? { classes: [pick(classes)] } : {}),
+        ...(random(4) === 0 ? { provisions: [{ type: 'deny', labels: [pick(sensitivityLabels)] }] } : {}),
+      };
+      return signPatientTx(k, 'consent.grant', { patient: k.patient, provision }).bytes;
+    });
+    for (let i = 0; i < grants.length; i += 500) await node.submit(grants.slice(i, i + 500));
+    if (node.ledger.state.consents.size !== consents) throw new Error('bench consents were not all applied');
+
+    const decisions = 200_000;
+    const requests: AccessRequest[] = Array.from({ length: 1000 }, (_, i) => ({
+      patient: pick(keys).patient,
+      custodian: 'bench-consent',
+      requester: { org: pick(orgs), practitioner: `pr-${i % 50}` },
+      purpose: pick(purposesOfUse) as PurposeOfUse,
+      resource: { class: pick(classes), labels: random(5) === 0 ? [pick(sensitivityLabels)] : [] },
+      atMs: Date.now(),
+    }));
+    note(`${fmt(decisions)} decide() calls over ${fmt(consents)} consents`);
+    let permits = 0;
+    const t0 = performance.now();
+    for (let i = 0; i < decisions; i++) if (decide(requests[i % requests.length]!, node.ledger.state).effect === 'permit') permits++;
+    const decideSeconds = (performance.now() - t0) / 1000;
+    rows.push({
+      what: `consent decide() with ${fmt(consents)} consents on the ledger (${fmt((100 * permits) / decisions)}% permits)`,
+      measured: `${fmt(decisions / decideSeconds)} decisions/s`,
+      budget: 'none set',
+      verdict: verdict(null),
+    });
+
+    const tokens = 3000;
+    const issuer = { orgId: node.config.orgId, privateKey: node.keyPair.privateKey, keyId: node.keyPair.keyId, ttlSeconds: 300, nowMs: Date.now() };
+    note(`${fmt(tokens)} access tokens issued, then verified`);
+    const t1 = performance.now();
+    const issued: string[] = [];
+    for (let i = 0; i < tokens; i++) issued.push(await issueToken(issuer, { sub: `user-${i}`, scope: 'user/*.rs', kind: 'user' }));
+    const issueSeconds = (performance.now() - t1) / 1000;
+    const t2 = performance.now();
+    for (const t of issued) await verifyToken(t, { orgId: node.config.orgId, publicKey: node.keyPair.publicKey, nowMs: Date.now() });
+    const verifySeconds = (performance.now() - t2) / 1000;
+    rows.push({
+      what: 'SMART access token (EdDSA JWT) issue / verify, one core',
+      measured: `${fmt(tokens / issueSeconds)} / ${fmt(tokens / verifySeconds)} tokens/s`,
+      budget: 'none set',
+      verdict: verdict(null),
+    });
+
+    const reads = 2000;
+    note(`audit overhead: ${fmt(reads)} reads without and with the audit (staff, in-process)`);
+    const created = [];
+    for (let i = 0; i < 200; i++) {
+      const p = await node.repository.create('Patient', { resourceType: 'Patient', name: [{ family: `Bench${i}` }] });
+      created.push(p.id);
+    }
+    const ctx: AccessContext = { requester: { org: node.config.orgId, user: 'bench' }, purpose: 'TREAT' };
+    const t3 = performance.now();
+    for (let i = 0; i < reads; i++) await node.repository.read('Patient', created[i % created.length]!);
+    const plainMs = performance.now() - t3;
+    const t4 = performance.now();
+    for (let i = 0; i < reads; i++) await node.access.read(ctx, 'Patient', created[i % created.length]!);
+    await node.access.flushAudit();
+    const auditedMs = performance.now() - t4;
+    rows.push({
+      what: `audit write per request: BALP AuditEvent sealed + committed and an access.log entry (${fmt(reads)} reads, flushed)`,
+      measured: `${fmt(((auditedMs - plainMs) * 1000) / reads)} µs per request`,
+      budget: 'none set',
+      verdict: verdict(null),
+    });
+  } finally {
+    await node.close();
+  }
+}
+
+/** Links `count` of the ingested patients to keys with a research consent to the node's own organization. */
+async function consentForResearch(url: string, auth: Record<string, string>, patientIds: string[], count: number): Promise<string[]> {
+  const chosen = patientIds.slice(0, count);
+  const members = (await (await fetch(`${url}/ledger/members`)).json()) as { members: { id: string }[] };
+  const org = members.members[0]!.id;
+  for (const ref of chosen) {
+    const id = ref.split('/')[1]!;
+    const key = createPatientKey();
+    const post = (path: string, body: unknown, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
+      fetch(`${url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) }).then(async (r) => {
+        if (!r.ok) throw new Error(`bench ${path} failed with HTTP ${r.status}`);
+        return r.json() as Promise<Record<string, unknown>>;
+      });
+    await post('/ledger/tx', JSON.parse(new TextDecoder().decode(signPatientTx(key, 'patient.register', { publicKey: key.publicKey }).bytes)));
+    const terms = (await (await fetch(`${url}/fhir/Patient/${id}/$link`, { headers: auth })).json()) as { parameter: { name: string; valueString: string }[] };
+    const value = (name: string) => terms.parameter.find((p) => p.name === name)!.valueString;
+    const sig = approvePatientLink(key, { origin: value('origin'), custodian: value('custodian'), pseudonym: value('pseudonym') });
+    await post(`/fhir/Patient/${id}/$link`, { resourceType: 'Parameters', parameter: [{ name: 'patient', valueString: key.patient }, { name: 'signature', valueBase64Binary: Buffer.from(sig, 'base64url').toString('base64') }] }, auth);
+    const grant = { patient: key.patient, provision: { type: 'permit', actors: [{ kind: 'org', id: org }], purposes: ['HRESCH'] } };
+    await post('/ledger/tx', JSON.parse(new TextDecoder().decode(signPatientTx(key, 'consent.grant', grant).bytes)));
+  }
+  return chosen;
+}
+
+/** Reads by id as `headers` say, sequentially; sorted latencies in ms. */
+async function timedReads(url: string, headers: Record<string, string>, refs: string[], count: number): Promise<number[]> {
+  const latencies: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const ref = refs[Math.floor(Math.random() * refs.length)]!;
+    const r0 = performance.now();
+    const res = await fetch(`${url}/fhir/${ref}`, { headers });
+    await res.arrayBuffer();
+    latencies.push(performance.now() - r0);
+    if (res.status !== 200) throw new Error(`bench read failed with HTTP ${res.status}`);
+  }
+  return latencies.sort((a, b) => a - b);
+}
+
 /** A node serving in its own process (`healthledger start`), as in production: clients do not share its CPU. */
 interface NodeProcess {
   url: string;
@@ -291,6 +436,23 @@ async function benchFhir(dir: string, patients: number, rows: Row[]): Promise<vo
       verdict: verdict(percentile(latencies, 99) <= 5),
     });
     const patientIds = ids.filter((i) => i.startsWith('Patient/'));
+    const consenting = Math.min(100, patientIds.length);
+    note(`linking ${fmt(consenting)} patients to keys with a research consent, then reads with consent enforcement off and on`);
+    const researchPatients = new Set(await consentForResearch(running.url, auth, patientIds, consenting));
+    // The resources of the consenting patients, from their $everything.
+    const researchRefs: string[] = [];
+    for (const ref of researchPatients) {
+      const all = (await (await fetch(`${running.url}/fhir/${ref}/$everything`, { headers: auth })).json()) as { entry: { resource: { resourceType: string; id: string } }[] };
+      researchRefs.push(...all.entry.map((e) => `${e.resource.resourceType}/${e.resource.id}`));
+    }
+    const off = await timedReads(running.url, auth, researchRefs, 2000);
+    const on = await timedReads(running.url, { ...auth, 'x-purpose-of-use': 'HRESCH' }, researchRefs, 2000);
+    rows.push({
+      what: `read by id p50 / p99: custodian staff (no consent check) vs research (decide() on each, ${fmt(consenting)} consenting patients)`,
+      measured: `${fmt(percentile(off, 50), 2)} / ${fmt(percentile(off, 99), 2)} vs ${fmt(percentile(on, 50), 2)} / ${fmt(percentile(on, 99), 2)} ms (p99 ×${fmt(percentile(on, 99) / percentile(off, 99), 2)})`,
+      budget: '≤ 5 ms p99',
+      verdict: verdict(percentile(on, 99) <= 5),
+    });
     const searches = 500;
     note(`${fmt(searches)} searches (Observation by code and subject) over ${fmt(ids.length + creates)} resources`);
     const searchMs: number[] = [];
@@ -324,6 +486,7 @@ export async function runBench(options: { quick: boolean; out: (s: string) => vo
     const dataDir = await benchAppend(dir, appendCount, rows);
     await benchAudit(dataDir, rows);
     benchProofs(dir, treeLeaves, rows);
+    await benchConsent(dir, options.quick ? 1_000 : 10_000, rows);
     await benchFhir(dir, options.quick ? 20 : 1600, rows);
   } finally {
     rmSync(dir, { recursive: true, force: true });

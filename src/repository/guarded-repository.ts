@@ -4,7 +4,8 @@
  * denied read is a 403 naming the missing consent (never the data), searches silently leave out what is
  * denied (not even its count shows), break-glass is committed to the ledger before any data is served,
  * and every interaction, denials included, leaves an IHE BALP AuditEvent at this node and a pseudonymous
- * `access.log` entry on the ledger (both joining the next group commit, off the request's path for reads).
+ * `access.log` entry on the ledger, off the request's path: records gathered for up to 20 ms (or 128 of
+ * them) are written as one group commit. A crash can lose the records of those last 20 ms.
  */
 import { createHash } from 'node:crypto';
 import { HlError, randomBytes, toBase64, toHex, type Clock } from '../kernel/index.js';
@@ -37,8 +38,17 @@ export interface GuardedRepositoryDeps {
 const refOf = (v: { resourceType: string; id: string; versionId: string }) => `${v.resourceType}/${v.id}/_history/${v.versionId}`;
 
 /** The repository behind authorization and audit. */
+/** Audit records gathered before they are written as one group: at most this many... */
+const auditBatchMax = 128;
+/** ...or as many as arrive within this many ms of the first. */
+const auditBatchMs = 20;
+
+type AuditRecord = Parameters<LedgeredRepository['writeAudit']>[0][number];
+
 export class GuardedRepository {
   private readonly pendingAudits = new Set<Promise<unknown>>();
+  private auditBuffer: AuditRecord[] = [];
+  private auditTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly inner: LedgeredRepository,
@@ -187,9 +197,27 @@ export class GuardedRepository {
     return this.inner.validateOnly(resourceType, body);
   }
 
-  /** Resolves once every audit write started so far is committed (tests, shutdown). */
+  /** Resolves once every audit record made so far is committed (tests, shutdown, disclosures). */
   async flushAudit(): Promise<void> {
+    this.writeAuditBuffer();
     while (this.pendingAudits.size > 0) await Promise.allSettled([...this.pendingAudits]);
+  }
+
+  /**
+   * Writes the gathered audit records as one group commit: one seal-and-commit round and one checkpoint for
+   * many requests instead of one each.
+   */
+  private writeAuditBuffer(): void {
+    if (this.auditTimer !== null) {
+      clearTimeout(this.auditTimer);
+      this.auditTimer = null;
+    }
+    if (this.auditBuffer.length === 0) return;
+    const records = this.auditBuffer;
+    this.auditBuffer = [];
+    const write = this.inner.writeAudit(records).catch((err: unknown) => this.deps.onAuditError?.(err));
+    this.pendingAudits.add(write);
+    void write.finally(() => this.pendingAudits.delete(write));
   }
 
   // --- authorize -----------------------------------------------------------------------------------------
@@ -323,11 +351,9 @@ export class GuardedRepository {
       ...(ctx.requester.user !== undefined ? { user: this.deps.userPseudonymOf(ctx.requester.org, ctx.requester.user) } : {}),
       count: partial.resources?.length ?? 0,
     };
-    const write = this.inner
-      .writeAudit([{ event, patient, entry: (commitment) => accessEntryOf(input, { ...pseudonyms, event: commitment }) }])
-      .catch((err: unknown) => this.deps.onAuditError?.(err));
-    this.pendingAudits.add(write);
-    void write.finally(() => this.pendingAudits.delete(write));
+    this.auditBuffer.push({ event, patient, entry: (commitment) => accessEntryOf(input, { ...pseudonyms, event: commitment }) });
+    if (this.auditBuffer.length >= auditBatchMax) this.writeAuditBuffer();
+    else this.auditTimer ??= setTimeout(() => this.writeAuditBuffer(), auditBatchMs);
     return event;
   }
 }
