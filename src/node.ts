@@ -844,6 +844,7 @@ export async function startNode(options: {
         linkPatient: (id, patient, sig) => node.linkPatient(id, patient, sig),
       },
       consents: { ledger: node.ledger, nowMs: () => clock.nowMs(), submitPatientTx: (bytes) => node.submitPatientTx(bytes) },
+      auditRefusal: (refusal) => node.access.auditRefusal(refusal),
       auth: smartAuthOf(node, clock, () => publicUrl!),
     });
     await server.listen({ port: options.port ?? 8080, host: options.host ?? '127.0.0.1' });

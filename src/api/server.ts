@@ -12,6 +12,7 @@ import { registerLedgerRoutes } from './ledger-routes.js';
 import { registerFhirRoutes, type FhirRouteDeps } from './fhir-routes.js';
 import { registerPatientRoutes, type PatientRouteDeps } from './patient-routes.js';
 import { accessContextOf } from './access-context.js';
+import type { AccessContext } from '../repository/index.js';
 import { registerConsentRoutes, type ConsentRouteDeps } from './consent-routes.js';
 import { registerAuthRoutes, type AuthApiDeps } from './auth-routes.js';
 import { registerScopeGuard } from './scope-guard.js';
@@ -32,6 +33,14 @@ export interface ApiDeps {
   patients?: PatientRouteDeps;
   /** Consents as FHIR Consent resources, from and to the ledger. */
   consents?: ConsentRouteDeps;
+  /** Audits a refused request (4xx) that the repository did not audit itself. */
+  auditRefusal?: (refusal: {
+    requester: AccessContext['requester'] | null;
+    route: string;
+    status: number;
+    reason: string;
+    address?: string;
+  }) => void;
   /** SMART on FHIR (/auth, /.well-known/smart-configuration) and what the scope guard reads; without it /auth answers 404. */
   auth?: AuthApiDeps;
 }
@@ -39,8 +48,15 @@ export interface ApiDeps {
 declare module 'fastify' {
   interface FastifyRequest {
     token?: VerifiedToken;
+    /** Who asks and why, once worked out for this request. */
+    accessContext?: AccessContext;
+    /** Why the request was refused (the error's PHI-free message), for its audit. */
+    refusalReason?: string;
   }
 }
+
+/** Paths whose refusals (4xx) are audited: the FHIR API, patient tx submission and the OAuth endpoints. */
+const auditedRefusal = /^\/(?:fhir(?:\/|$)|ledger\/tx$|auth\/(?:token|authorize)$)/;
 
 /** Builds (does not start) the node's HTTP server. */
 export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
@@ -75,6 +91,26 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
     req.token = await tokens.verify(match[1]!, deps.clock.nowMs());
   });
 
+  // Every refusal is audited (issue 4: bad tokens, missing scopes, forged txs, PKCE mismatches, bad input),
+  // unless the repository already audited it as a consent denial.
+  app.addHook('onError', async (req, _reply, error) => {
+    req.refusalReason = error.message;
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const status = reply.statusCode;
+    if (status < 400 || status >= 500 || !deps.auditRefusal || req.accessContext?.refusalAudited) return;
+    const path = req.url.split('?')[0]!;
+    if (!auditedRefusal.test(path)) return;
+    const token = req.token;
+    deps.auditRefusal({
+      requester: req.accessContext?.requester ?? (token ? { org: token.org ?? deps.orgId, user: token.sub } : null),
+      route: `${req.method} ${req.routeOptions.url ?? path.slice(0, 100)}`,
+      status,
+      reason: req.refusalReason ?? `HTTP ${status}`,
+      address: req.ip,
+    });
+  });
+
   // Every /fhir route's SMART scopes (src/api/scope-guard.ts).
   registerScopeGuard(app, deps.auth?.loadResource ? { load: deps.auth.loadResource } : {});
 
@@ -82,6 +118,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   if (deps.auth) registerAuthRoutes(app, deps.auth);
   if (deps.patients) registerPatientRoutes(app, deps.patients);
   if (deps.consents) registerConsentRoutes(app, deps.consents);
-  if (deps.fhir) registerFhirRoutes(app, { ...deps.fhir, accessContextOf: (req) => accessContextOf(req, deps.orgId) });
+  if (deps.fhir) registerFhirRoutes(app, { ...deps.fhir, accessContextOf: (req) => (req.accessContext ??= accessContextOf(req, deps.orgId)) });
   return app;
 }

@@ -58,6 +58,11 @@ export interface AuditInput {
    * shown and proven later.
    */
   emergencyReason?: { text: string; salt: string };
+  /**
+   * A refused request (authentication, authorization or bad input) rather than an access to data: the
+   * AuditEvent is a DICOM Security Alert naming the route, the HTTP status and the client's address.
+   */
+  refused?: { route: string; status: number; address?: string };
 }
 
 const subtypeByAction: Record<AccessAction, string> = {
@@ -159,9 +164,18 @@ export function buildAuditEvent(input: AuditInput): AuditEvent {
         : {}),
     });
   }
+  if (input.refused) {
+    agents[0]!.network = { ...(input.refused.address ? { address: input.refused.address } : {}), type: '2' };
+    entities.push({
+      type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2', display: 'System Object' },
+      description: `${input.refused.route} answered HTTP ${input.refused.status}`,
+    });
+  }
   return {
     resourceType: 'AuditEvent',
-    type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' },
+    type: input.refused
+      ? { system: dcm, code: '110113', display: 'Security Alert' }
+      : { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' },
     subtype: [{ system: 'http://hl7.org/fhir/restful-interaction', code: subtypeByAction[input.action] }],
     action: actionCode[input.action],
     recorded: input.recorded,

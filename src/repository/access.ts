@@ -27,6 +27,8 @@ export interface AccessContext {
   purpose: PurposeOfUse;
   /** Break-glass reason (purpose ETREAT). */
   reason?: string;
+  /** Set by the repository once it has audited this request's refusal, so the API does not audit it twice. */
+  refusalAudited?: boolean;
 }
 
 /** A version as the guard judges it. */

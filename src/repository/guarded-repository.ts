@@ -197,6 +197,25 @@ export class GuardedRepository {
     return this.inner.validateOnly(resourceType, body);
   }
 
+  /**
+   * Audits a request the API refused before or outside the data (a missing or bad token, a scope it lacks,
+   * a bad PKCE verifier, a forged or malformed tx, bad input): an AuditEvent (DICOM Security Alert) at this
+   * node, with no patient and no data, and no ledger entry, since no one's records were disclosed.
+   */
+  auditRefusal(refusal: { requester: AccessContext['requester'] | null; purpose?: AccessContext['purpose']; route: string; status: number; reason: string; address?: string }): void {
+    const input: AuditInput = {
+      recorded: new Date(this.deps.clock.nowMs()).toISOString(),
+      action: 'read',
+      outcome: 'deny',
+      reason: refusal.reason.slice(0, 500),
+      purpose: refusal.purpose ?? 'TREAT',
+      custodian: this.deps.orgId,
+      requester: refusal.requester ?? { org: 'unknown' },
+      refused: { route: refusal.route, status: refusal.status, ...(refusal.address ? { address: refusal.address } : {}) },
+    };
+    this.bufferAudit({ event: buildAuditEvent(input) as unknown as Resource, patient: null, entry: null });
+  }
+
   /** Resolves once every audit record made so far is committed (tests, shutdown, disclosures). */
   async flushAudit(): Promise<void> {
     this.writeAuditBuffer();
@@ -293,6 +312,7 @@ export class GuardedRepository {
 
   /** A 403 naming the decision (ids and codes only), audited as a denial. */
   private denied(ctx: AccessContext, action: AccessAction, patient: string | null, d: Decision, versions: ServedVersion[] = []): HlError {
+    ctx.refusalAudited = true;
     this.audit(ctx, { action, outcome: 'deny', reason: d.reason, ...(patient !== null ? { patient } : {}), resources: versions.map(refOf) });
     const consents = d.consentIds.length > 0 ? ` (consent ${d.consentIds.join(', ')})` : '';
     return new HlError('forbidden', `access denied by the patient's consent: ${d.reason}${consents}`);
@@ -351,9 +371,13 @@ export class GuardedRepository {
       ...(ctx.requester.user !== undefined ? { user: this.deps.userPseudonymOf(ctx.requester.org, ctx.requester.user) } : {}),
       count: partial.resources?.length ?? 0,
     };
-    this.auditBuffer.push({ event, patient, entry: (commitment) => accessEntryOf(input, { ...pseudonyms, event: commitment }) });
+    this.bufferAudit({ event, patient, entry: (commitment) => accessEntryOf(input, { ...pseudonyms, event: commitment }) });
+    return event;
+  }
+
+  private bufferAudit(record: AuditRecord): void {
+    this.auditBuffer.push(record);
     if (this.auditBuffer.length >= auditBatchMax) this.writeAuditBuffer();
     else this.auditTimer ??= setTimeout(() => this.writeAuditBuffer(), auditBatchMs);
-    return event;
   }
 }

@@ -256,12 +256,13 @@ export class LedgeredRepository {
    * which learn each event's commitment: they join the next group commit, so auditing costs no ordering
    * round of its own. Resolves once they are committed.
    */
-  writeAudit(events: readonly { event: Resource; patient: string | null; entry: (eventCommitment: string) => AccessEntry }[]): Promise<ServedVersion[]> {
+  writeAudit(events: readonly { event: Resource; patient: string | null; entry: ((eventCommitment: string) => AccessEntry) | null }[]): Promise<ServedVersion[]> {
     const lastUpdated = this.nowInstant();
     const prepared = events.map(({ event, patient }) =>
       this.prepare({ version: { ...event, id: newResourceId(), meta: { versionId: '1', lastUpdated } }, patient, deleted: false }),
     );
-    return this.enqueue(prepared, events.map((e, i) => e.entry(prepared[i]!.commitment.commitment)));
+    const entries = events.flatMap((e, i) => (e.entry === null ? [] : [e.entry(prepared[i]!.commitment.commitment)]));
+    return this.enqueue(prepared, entries);
   }
 
   private prepare({ version, patient, deleted }: { version: Resource; patient: string | null; deleted: boolean }): PreparedVersion {
