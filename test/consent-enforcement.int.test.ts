@@ -122,6 +122,19 @@ describe('with a research consent that excludes mental health, then revoked', ()
     expect(ids).toEqual([`Condition/${plainConditionId}`, `Observation/${observationId}`, `Patient/${patientId}`].sort());
   });
 
+  it('filters vread and every kind of history the same way', async () => {
+    expect((await node.call('GET', `/fhir/Observation/${observationId}/_history/1`, undefined, research)).status).toBe(200);
+    expect((await node.call('GET', `/fhir/Condition/${psyConditionId}/_history/1`, undefined, research)).status).toBe(403);
+    expect((await node.call('GET', `/fhir/Condition/${psyConditionId}/_history`, undefined, research)).status).toBe(403);
+    const typeHistory = await node.call('GET', '/fhir/Condition/_history?_count=100', undefined, research);
+    const ids = typeHistory.json.entry.map((e: any) => e.resource?.id);
+    expect(ids).toContain(plainConditionId);
+    expect(ids).not.toContain(psyConditionId);
+    expect(typeHistory.text).not.toMatch(/anxiety/);
+    const staff = await node.call('GET', '/fhir/Condition/_history?_count=100');
+    expect(staff.json.entry.map((e: any) => e.resource?.id)).toContain(psyConditionId);
+  });
+
   it('does not let the consent reach another purpose', async () => {
     const r = await node.call('GET', `/fhir/Observation/${observationId}`, undefined, { 'x-purpose-of-use': 'HPAYMT' });
     expect(r.status).toBe(403);

@@ -292,7 +292,7 @@ function buildProgram(out: (s: string) => void): Command {
     .requiredOption('--key <keyfile>', "the patient's (or proxy's) key file")
     .requiredOption('--url <url>', 'a node')
     .requiredOption('--to <actor>', 'who: org:ID (or ID), practitioner:ORG/ID, role:ROLE[@ORG], patient:NETWORK-ID; comma-separated')
-    .option('--purpose <p>', 'purposes of use, comma-separated: TREAT, ETREAT, HPAYMT, HRESCH, PUBHLTH', 'TREAT')
+    .option('--purpose <p>', 'purposes of use, comma-separated: TREAT, ETREAT, HPAYMT, HRESCH, PUBHLTH (default TREAT; none with --proxy)')
     .option('--class <types>', 'only these FHIR resource types, comma-separated (default: all)')
     .option('--exclude-label <labels>', 'never these sensitive categories: PSY, HIV, ETH, SEX, GDIS')
     .option('--until <date>', 'last day (YYYY-MM-DD, UTC) or time the consent holds')

@@ -123,7 +123,8 @@ export interface GrantOptions {
 /** Builds the `consent.grant` body from the command's options. */
 export function grantBody(key: PatientKey, opts: GrantOptions, nowMs: number): Record<string, unknown> {
   const actors = parseActors(opts.to);
-  const purposes = list(opts.purpose ?? 'TREAT');
+  // A proxy acts for the patient in full: no purpose limit unless one is asked for (which the ledger refuses).
+  const purposes = list(opts.purpose ?? (opts.proxy ? undefined : 'TREAT'));
   for (const p of purposes) {
     if (!(purposesOfUse as readonly string[]).includes(p)) throw new UsageError(`--purpose ${p} is not one of ${purposesOfUse.join(', ')}`);
   }
@@ -138,7 +139,7 @@ export function grantBody(key: PatientKey, opts: GrantOptions, nowMs: number): R
   const provision: ConsentProvision = {
     type: 'permit',
     actors,
-    purposes: purposes as PurposeOfUse[],
+    ...(purposes.length > 0 ? { purposes: purposes as PurposeOfUse[] } : {}),
     ...(classes.length > 0 ? { classes } : {}),
     ...(opts.until ? { period: { end: parseUntil(opts.until, nowMs) } } : {}),
     ...(labels.length > 0 ? { provisions: [{ type: 'deny', labels: labels as SensitivityLabel[] }] } : {}),

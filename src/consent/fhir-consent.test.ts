@@ -45,7 +45,6 @@ const richBody: ConsentGrantBody = {
       },
     ],
   },
-  proxy: true,
 };
 
 const describeIssues = (issues: readonly Issue[]): string[] => issues.map((i) => `${i.expression ?? '(root)'}: ${i.message}`);
@@ -67,8 +66,8 @@ describe('consentToFhir', () => {
       dateTime: '2025-06-01T12:00:00.000Z',
       performer: [{ identifier: { system: 'urn:healthledger:patient', value: proxy } }],
       policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
-      extension: [{ url: consentProxyExtensionUrl, valueBoolean: true }],
     });
+    expect(fhir.extension).toBeUndefined();
     const p = fhir.provision!;
     expect(p.type).toBe('permit');
     expect(p.period).toEqual({ start: '2025-01-01T00:00:00Z', end: '2026-01-01T00:00:00.5Z' });
@@ -94,6 +93,13 @@ describe('consentToFhir', () => {
       { system: 'http://hl7.org/fhir/resource-types', code: 'Observation' },
       { system: 'http://hl7.org/fhir/resource-types', code: 'Condition' },
     ]);
+  });
+
+  it('marks a proxy consent with the proxy extension, and reads it back', () => {
+    const body: ConsentGrantBody = { patient, provision: { type: 'permit', actors: [{ kind: 'patient', id: proxy }] }, proxy: true };
+    const fhir = consentToFhir(record(body), { atMs: t0 });
+    expect(fhir.extension).toEqual([{ url: consentProxyExtensionUrl, valueBoolean: true }]);
+    expect(consentFromFhir(JSON.parse(JSON.stringify(fhir))).body).toEqual(body);
   });
 
   it('uses OPTOUT for a deny at the root and leaves the proxy extension out when not a proxy consent', () => {
@@ -172,9 +178,10 @@ const bodyArb: fc.Arbitrary<ConsentGrantBody> = fc
   .tuple(fc.constantFrom(patient, proxy), provisionArb(4), fc.boolean())
   .map(([pat, provision, asProxy]) => {
     if (!asProxy) return { patient: pat, provision };
-    // A proxy consent permits at least one patient actor at its top.
+    // A proxy consent permits at least one patient actor at its top, and is not limited by purpose, class or label.
     const actors: ConsentActor[] = [...(provision.actors ?? []).filter((a) => a.kind !== 'patient'), { kind: 'patient', id: proxy === pat ? patient : proxy }];
-    return { patient: pat, provision: { ...provision, type: 'permit', actors }, proxy: true };
+    const { purposes: _p, classes: _c, labels: _l, ...top } = provision;
+    return { patient: pat, provision: { ...top, type: 'permit', actors }, proxy: true };
   });
 
 const recordArb: fc.Arbitrary<ConsentRecord> = fc
@@ -252,7 +259,7 @@ const badCases: { name: string; input: () => unknown; code: 'invalid' | 'process
   { name: 'a nested provision without type', input: () => { const c = simpleJson(); c.provision.provision = [{ securityLabel: [{ system: ConsentSystem.actCode, code: 'PSY' }] }]; return c; }, code: 'processing', expressions: ['Consent.provision.provision[0].type'] },
   { name: 'provisions nested five deep', input: () => { const c = simpleJson(); let p = c.provision; for (let i = 0; i < 4; i++) { p.provision = [{ type: i % 2 ? 'permit' : 'deny' }]; p = p.provision[0]; } return c; }, code: 'processing', expressions: ['Consent.provision.provision[0].provision[0].provision[0].provision'] },
   { name: 'a policy rule contradicting the root provision', input: () => { const c = simpleJson(); c.policyRule.coding[0].code = 'OPTOUT'; return c; }, code: 'processing', expressions: ['Consent.policyRule.coding[0].code'] },
-  { name: 'a proxy consent without a patient actor', input: () => ({ ...simpleJson(), extension: [{ url: consentProxyExtensionUrl, valueBoolean: true }] }), code: 'processing', expressions: ['Consent.extension[0]'] },
+  { name: 'a proxy consent without a patient actor', input: () => ({ ...simpleJson(), extension: [{ url: consentProxyExtensionUrl, valueBoolean: true }] }), code: 'processing', expressions: ['Consent.extension[0]', 'Consent.provision.purpose'] },
   { name: 'a proxy extension that is not a boolean', input: () => ({ ...simpleJson(), extension: [{ url: consentProxyExtensionUrl, valueString: 'yes' }] }), code: 'processing', expressions: ['Consent.extension[0].valueBoolean'] },
   {
     name: 'several problems at once, every one listed',

@@ -185,6 +185,11 @@ export function checkConsentGrantBody(body: Record<string, unknown>, issues: Iss
     if (p.type !== 'permit' || !p.actors?.some((a) => a.kind === 'patient')) {
       issues.push({ code: 'invalid', expression: 'body.proxy', message: 'a proxy consent must permit at least one patient actor' });
     }
+    // A proxy acts for the patient in full (they may sign any grant or revocation), so a proxy consent that
+    // looks narrower than that would mislead: its top provision limits only who and until when.
+    for (const k of ['purposes', 'classes', 'labels'] as const) {
+      if (p[k] !== undefined) issues.push({ code: 'invalid', expression: `body.provision.${k}`, message: 'a proxy consent cannot be limited by purpose, class or label' });
+    }
   }
   return issues.length === before;
 }

@@ -249,6 +249,20 @@ describe('consent.grant and consent.revoke', () => {
     expect(applyNext(ledger, [late])[0]!.error).toMatch(/neither the patient nor a proxy in force/);
   });
 
+  it('refuses a proxy consent limited by purpose, class or label: a proxy acts for the patient in full', () => {
+    const { ledger, alice, bob } = network();
+    const limited = grant(alice, {
+      patient: alice.id,
+      proxy: true,
+      provision: { type: 'permit', actors: [{ kind: 'patient', id: bob.id }], purposes: ['HPAYMT'], classes: ['Observation'] },
+    });
+    const [r] = applyNext(ledger, [limited]);
+    expect(r!.valid).toBe(false);
+    expect(r!.error).toContain('body.provision.purposes: a proxy consent cannot be limited by purpose, class or label');
+    expect(r!.error).toContain('body.provision.classes');
+    expect(ledger.state.isProxy(alice.id, bob.id, blockTime(ledger.height))).toBe(false);
+  });
+
   it('stops a proxy whose consent period has ended', () => {
     const { ledger, alice, bob } = network();
     const until = iso(blockTime(ledger.height + 1) + 500);
