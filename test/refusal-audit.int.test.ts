@@ -67,6 +67,22 @@ describe('refused requests leave a Security Alert AuditEvent', () => {
     expect(node.running.node.ledger.state.consentsOf(patient.patient)).toEqual([]);
   });
 
+  it('refuses a replayed consent with a 409 and audits it; the consent stays granted once', async () => {
+    const patient = createPatientKey();
+    await node.running.node.submitPatientTx(signPatientTx(patient, 'patient.register', { publicKey: patient.publicKey }).bytes);
+    const grant = signPatientTx(patient, 'consent.grant', { patient: patient.patient, provision: { type: 'permit', actors: [{ kind: 'org', id: 'lab-one' }] } });
+    const send = () => fetch(`${node.running.url}/ledger/tx`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: new TextDecoder().decode(grant.bytes) });
+    expect((await send()).status).toBe(200);
+    const before = (await securityAlerts()).length;
+    const replay = await send();
+    expect(replay.status).toBe(409);
+    expect(((await replay.json()) as any).issue[0].diagnostics).toMatch(/replay/);
+    const alerts = await securityAlerts();
+    expect(alerts.length - before).toBe(1);
+    expect(describes(alerts)).toContain('POST /ledger/tx answered HTTP 409');
+    expect(node.running.node.ledger.state.consentsOf(patient.patient)).toHaveLength(1);
+  });
+
   it('audits a consent denial once, as the repository\'s denial and not again as a Security Alert', async () => {
     const p = await node.call('POST', '/fhir/Patient', { resourceType: 'Patient', name: [{ family: 'Denied-Once' }] });
     const key = createPatientKey();
