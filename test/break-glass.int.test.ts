@@ -135,7 +135,14 @@ describe('break-glass from another organization', () => {
     expect(note.body.resourceType).toBe('AuditEvent');
     expect(note.body.purposeOfEvent[0].coding[0].code).toBe('ETREAT');
     const emergency = note.body.entity.find((e: any) => e.what?.identifier?.value === access!.id);
-    expect(emergency.detail.find((d: any) => d.type === 'reason').valueString).toBe(reason);
+    expect(emergency).toBeDefined();
+    // The written reason (PHI) is not sent to the hook; the node's own AuditEvent keeps it, sealed.
+    expect(JSON.stringify(note.body)).not.toContain('accident');
+    await node.running.node.access.flushAudit();
+    const trail = await node.call('GET', `/fhir/AuditEvent?patient=Patient/${patientId}&_count=200`);
+    const kept = trail.json.entry.map((e: any) => e.resource).find((e: any) => e.entity?.some((x: any) => x.what?.identifier?.value === access!.id));
+    const detail = kept.entity.find((x: any) => x.what?.identifier?.value === access!.id).detail;
+    expect(detail.find((d: any) => d.type === 'reason').valueString).toBe(reason);
   });
 
   it('stays closed for a patient who refused emergency access, reason or not', async () => {

@@ -14,6 +14,7 @@ import { signedTxExtensionUrl } from '../src/api/index.js';
 import { consentToFhir } from '../src/consent/index.js';
 import { validateResource } from '../src/fhir/index.js';
 import { leafHash, verifyCheckpoint, verifyInclusion } from '../src/ledger/verify.js';
+import { issueToken } from '../src/auth/index.js';
 import { approvePatientLink, createPatientKey, signPatientTx, type PatientKey } from '../src/node.js';
 import { commitmentIn, useFhirNode } from './helpers.js';
 
@@ -149,6 +150,59 @@ describe('with a research consent that excludes mental health, then revoked', ()
   });
 });
 
+describe('no way around the consent', () => {
+  const appToken = async () =>
+    issueToken(
+      { orgId: org, privateKey: node.running.node.keyPair.privateKey, keyId: node.running.node.keyPair.keyId, ttlSeconds: 300, nowMs: Date.now() },
+      { sub: 'ward-app', scope: 'system/*.cruds', kind: 'system', client: 'ward-app' },
+    );
+
+  it('refuses an app conditional writes, and changes to records it may not read, revealing nothing', async () => {
+    const app = { authorization: `Bearer ${await appToken()}` };
+    const conditional = await node.call('POST', '/fhir/Observation', { resourceType: 'Observation', status: 'final', code: { text: 'x' } }, { ...app, 'if-none-exist': `_id=${observationId}` });
+    expect(conditional.status).toBe(403);
+    expect(conditional.text).not.toMatch(/Glucose/);
+    const patch = await node.call('PATCH', `/fhir/Observation/${observationId}`, JSON.stringify([{ op: 'test', path: '/id', value: observationId }]), { ...app, 'content-type': 'application/json-patch+json' });
+    expect(patch.status).toBe(403);
+    expect(patch.text).not.toMatch(/Glucose/);
+    const del = await node.call('DELETE', `/fhir/Observation/${observationId}`, undefined, app);
+    expect(del.status).toBe(403);
+    const tx = await node.call('POST', '/fhir', { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Observation', status: 'final', code: { text: 'y' }, subject: { reference: 'Patient?birthdate=1979-06-14' } }, request: { method: 'POST', url: 'Observation' } }] }, app);
+    expect(tx.status).toBe(403);
+    // The staff still can.
+    expect((await node.call('GET', `/fhir/Observation/${observationId}`)).status).toBe(200);
+  });
+
+  it('refuses an app linking a key to a record: only the custodian\'s staff may vouch for it', async () => {
+    const app = { authorization: `Bearer ${await appToken()}` };
+    expect((await node.call('GET', `/fhir/Patient/${patientId}/$link`, undefined, app)).status).toBe(403);
+    const attacker = createPatientKey();
+    const r = await node.call('POST', `/fhir/Patient/${patientId}/$link`, { resourceType: 'Parameters', parameter: [{ name: 'patient', valueString: attacker.patient }, { name: 'signature', valueBase64Binary: 'AAAA' }] }, app);
+    expect(r.status).toBe(403);
+    expect(node.running.node.access.guard.ledgerPatientOf(patientId)).toBe(key.patient);
+  });
+
+  it('answers no chained search about a resource the consent withholds, and judges old versions by the current labels', async () => {
+    const consent = await submit('consent.grant', {
+      patient: key.patient,
+      provision: { type: 'permit', actors: [{ kind: 'org', id: org }], purposes: ['HRESCH'], classes: ['Observation', 'Condition'], provisions: [{ type: 'deny', labels: ['PSY'] }] },
+    });
+    const chained = await node.call('GET', '/fhir/Observation?subject:Patient.family=Okonkwo-Hale&_summary=count', undefined, research);
+    expect(chained.json.total).toBe(0);
+    expect((await node.call('GET', '/fhir/Observation?subject:Patient.family=Okonkwo-Hale&_summary=count')).json.total).toBe(1);
+
+    // Version 1 had no label; version 2 is labelled PSY: version 1 is now withheld too.
+    const current = (await node.call('GET', `/fhir/Condition/${plainConditionId}`)).json;
+    const relabelled = { ...current, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' }] } };
+    expect((await node.call('PUT', `/fhir/Condition/${plainConditionId}`, relabelled)).status).toBe(200);
+    expect((await node.call('GET', `/fhir/Condition/${plainConditionId}/_history/1`, undefined, research)).status).toBe(403);
+    expect((await node.call('GET', `/fhir/Condition/${plainConditionId}/_history/1/$proof`, undefined, research)).status).toBe(403);
+    // Back as it was, for the tests after this one.
+    expect((await node.call('PUT', `/fhir/Condition/${plainConditionId}`, { ...current, meta: undefined })).status).toBe(200);
+    await submit('consent.revoke', { patient: key.patient, consent });
+  });
+});
+
 describe('audit', () => {
   it('keeps a BALP AuditEvent for each interaction, denials included, in the patient\'s compartment', async () => {
     await node.running.node.access.flushAudit();
@@ -189,7 +243,9 @@ describe('audit', () => {
     expect(mine.filter((e) => e.purpose === 'HRESCH' && e.outcome === 'permit').length).toBeGreaterThanOrEqual(3);
     for (const e of mine) {
       expect(e.org).toBe(org);
-      expect(e.user).toMatch(/^usr-[0-9a-f]{32}$/);
+      // Staff are named by a keyed pseudonym; an app (no user) by its organization only.
+      if (e.purpose === 'HRESCH') expect(e.user).toMatch(/^usr-[0-9a-f]{32}$/);
+      else if (e.user !== undefined) expect(e.user).toMatch(/^usr-[0-9a-f]{32}$/);
     }
     for (const phi of ['Okonkwo', 'Ifeoma', '1979-06-14', 'anxiety', 'rhinitis', 'Glucose', '"admin"']) {
       expect(text, phi).not.toContain(phi);

@@ -361,7 +361,11 @@ async function readEntry(app: FastifyInstance, req: FastifyRequest, base: string
   const path = `${entry.resourceType}${entry.id !== undefined ? `/${entry.id}` : ''}${entry.versionId !== undefined ? `/_history/${entry.versionId}` : ''}`;
   const query = entry.query ? `?${entry.query.toString()}` : '';
   const headers: Record<string, string> = {};
-  for (const h of ['authorization', 'host'] as const) if (typeof req.headers[h] === 'string') headers[h] = req.headers[h];
+  // The entry is the same requester asking for the same reason: purpose, break-glass reason and practitioner go along.
+  for (const h of ['authorization', 'host', 'x-purpose-of-use', 'x-break-glass-reason', 'x-acting-practitioner'] as const) {
+    const value = req.headers[h];
+    if (typeof value === 'string') headers[h] = value;
+  }
   const res = await app.inject({ method: 'GET', url: `/fhir/${path}${query}`, headers });
   const body = res.body.length > 0 ? (JSON.parse(res.body) as Record<string, unknown>) : undefined;
   if (res.statusCode >= 400) return { response: { status: statusLine(res.statusCode), outcome: body } };

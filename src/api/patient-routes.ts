@@ -4,7 +4,7 @@
  * `Patient/{id}/$link` links a registered patient to a local Patient with the patient's signed approval
  * (GET gives the terms to sign; POST, by the custodian's staff, commits the `patient.link`).
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { HlError, fromBase64, toBase64Url } from '../kernel/index.js';
 import type { TxReceipt } from '../ledger/index.js';
 
@@ -44,8 +44,12 @@ function parameter(body: unknown, name: string, valueKey: string): string {
   return found[0]![valueKey] as string;
 }
 
-/** Registers `POST /ledger/tx` and `GET|POST /fhir/Patient/{id}/$link`. */
-export function registerPatientRoutes(app: FastifyInstance, deps: PatientRouteDeps): void {
+/**
+ * Registers `POST /ledger/tx` and `GET|POST /fhir/Patient/{id}/$link`. `requireStaff` refuses a request not
+ * made by the custodian's own staff: linking a key to a record gives that key the patient's own access, so
+ * only the custodian may vouch for it (apps, patients and other organizations may not).
+ */
+export function registerPatientRoutes(app: FastifyInstance, deps: PatientRouteDeps, requireStaff: (req: FastifyRequest) => void): void {
   app.post('/ledger/tx', async (req) => {
     if (typeof req.body !== 'object' || req.body === null) throw new HlError('invalid', 'the body must be a signed tx (a JSON object)');
     const receipt = await deps.submitPatientTx(new TextEncoder().encode(JSON.stringify(req.body)));
@@ -53,6 +57,7 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRouteDe
   });
 
   app.get<{ Params: { id: string } }>('/fhir/Patient/:id/$link', async (req, reply) => {
+    requireStaff(req);
     if (!idPattern.test(req.params.id)) throw new HlError('invalid', 'id must match [A-Za-z0-9-.]{1,64}');
     const terms = await deps.patientLinkTerms(req.params.id);
     return reply.type(fhirJson).send({
@@ -66,6 +71,7 @@ export function registerPatientRoutes(app: FastifyInstance, deps: PatientRouteDe
   });
 
   app.post<{ Params: { id: string } }>('/fhir/Patient/:id/$link', async (req, reply) => {
+    requireStaff(req);
     if (!idPattern.test(req.params.id)) throw new HlError('invalid', 'id must match [A-Za-z0-9-.]{1,64}');
     const patient = parameter(req.body, 'patient', 'valueString');
     let signature: string;

@@ -116,7 +116,15 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
 
   registerLedgerRoutes(app, deps.ledger);
   if (deps.auth) registerAuthRoutes(app, deps.auth);
-  if (deps.patients) registerPatientRoutes(app, deps.patients);
+  if (deps.patients) {
+    registerPatientRoutes(app, deps.patients, (req) => {
+      const r = (req.accessContext ??= accessContextOf(req, deps.orgId)).requester;
+      const ctx = req.accessContext;
+      if (r.org !== deps.orgId || r.app !== undefined || r.patient !== undefined || ctx.selfPatient !== undefined) {
+        throw new HlError('forbidden', "only the custodian's staff may link a patient key to a record");
+      }
+    });
+  }
   if (deps.consents) registerConsentRoutes(app, deps.consents);
   if (deps.fhir) registerFhirRoutes(app, { ...deps.fhir, accessContextOf: (req) => (req.accessContext ??= accessContextOf(req, deps.orgId)) });
   return app;

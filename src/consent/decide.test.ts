@@ -47,10 +47,11 @@ const practitioner = (orgId: string, id: string): ConsentActor => ({ kind: 'prac
 const role = (r: string, orgId?: string): ConsentActor => (orgId === undefined ? { kind: 'role', role: r } : { kind: 'role', role: r, org: orgId });
 const patientActor = (id: string): ConsentActor => ({ kind: 'patient', id });
 
-const emergency = (n: number, practitionerId: string | null, startMs = t0 - hourMs, endMs = t0 + 23 * hourMs): EmergencyAccess => ({
+const emergency = (n: number, practitionerId: string | null, startMs = t0 - hourMs, endMs = t0 + 23 * hourMs, recordedBy = custodian): EmergencyAccess => ({
   id: emergencyId(n),
   patient,
   org: requesterOrg,
+  custodian: recordedBy,
   practitioner: practitionerId,
   startMs,
   endMs,
@@ -166,6 +167,7 @@ const cases: Case[] = [
   { name: 'emergency access already in force: permit without a reason', consents: [], emergencies: [emergency(1, null)], request: request({ purpose: 'ETREAT' }), expect: { effect: 'permit', consentIds: [emergencyId(1)], reason: /emergency access in force/ } },
   { name: 'emergency access in force for this practitioner', consents: [consent(1, deny())], emergencies: [emergency(1, 'dr-1')], request: request({ purpose: 'ETREAT' }), expect: { effect: 'permit', consentIds: [emergencyId(1)] } },
   { name: 'emergency access in force for another practitioner does not count', consents: [], emergencies: [emergency(1, 'dr-2')], request: request({ purpose: 'ETREAT' }), expect: { effect: 'deny', reason: /written reason/ } },
+  { name: 'an emergency access recorded by another custodian does not open this one', consents: [], emergencies: [emergency(1, null, t0 - hourMs, t0 + 23 * hourMs, 'clinic-z')], request: request({ purpose: 'ETREAT' }), expect: { effect: 'deny', reason: /written reason/ } },
   { name: 'an emergency access that has ended does not count', consents: [], emergencies: [emergency(1, null, t0 - 25 * hourMs, t0 - hourMs)], request: request({ purpose: 'ETREAT' }), expect: { effect: 'deny', reason: /written reason/ } },
   { name: 'an explicit refusal overrides an emergency access in force', consents: [consent(1, deny({ purposes: ['ETREAT'] }))], emergencies: [emergency(1, null)], request: request({ purpose: 'ETREAT' }), expect: { effect: 'deny', consentIds: [c1], reason: /refused/ } },
   { name: 'emergency access is for ETREAT only, not TREAT', consents: [], emergencies: [emergency(1, null)], request: request(), expect: { effect: 'deny', consentIds: [] } },

@@ -73,7 +73,7 @@ export interface ConsentView {
   /** Every consent granted for the patient, revoked ones included. */
   consentsOf(patient: string): readonly ConsentRecord[];
   /** The id of a break-glass access in force at `atMs` for this patient and requester, if any. */
-  emergencyAccessOf(patient: string, requester: { org: string; practitioner?: string }, atMs: number): string | undefined;
+  emergencyAccessOf(patient: string, requester: { org: string; practitioner?: string }, atMs: number, custodian?: string): string | undefined;
 }
 
 /** What one consent says about a request: the deciding provision's type, and whether it refuses ETREAT. */
@@ -268,7 +268,7 @@ export function decide(request: AccessRequest, view: ConsentView): Decision {
     return deny(`the patient refused emergency access (consent ${tally.refusals.join(', ')})`, tally.refusals);
   }
   const requesterOf = requester.practitioner === undefined ? { org: requester.org } : { org: requester.org, practitioner: requester.practitioner };
-  const emergency = view.emergencyAccessOf(request.patient, requesterOf, request.atMs);
+  const emergency = view.emergencyAccessOf(request.patient, requesterOf, request.atMs, request.custodian);
   if (emergency !== undefined) return permit(`emergency access in force (${emergency})`, [emergency]);
   const normal = combine(tally, request);
   if (normal.effect === 'permit') return normal;

@@ -678,6 +678,7 @@ export function applyTx(tx: ParsedTx, state: LedgerState): void {
         id: tx.id,
         patient: body.patient as string,
         org: (body.org as string | undefined) ?? tx.envelope.signer.id,
+        custodian: tx.envelope.signer.id,
         practitioner: (body.practitioner as string | undefined) ?? null,
         startMs: Date.parse(body.start as string),
         endMs: Date.parse(body.end as string),

@@ -55,6 +55,8 @@ export interface EmergencyAccess {
   id: string;
   patient: string;
   org: string;
+  /** The custodian that recorded it (the tx's signer): the access opens that custodian's records only. */
+  custodian: string;
   /** The practitioner at `org` who broke the glass, if named. */
   practitioner: string | null;
   startMs: number;
@@ -147,14 +149,16 @@ export class LedgerState {
   }
 
   /**
-   * The id of a break-glass access in force at `atMs` for this patient and requester: same organization and,
-   * when the access names a practitioner, the same practitioner.
+   * The id of a break-glass access in force at `atMs` for this patient and requester: same organization,
+   * the same practitioner when the access names one, and (when `custodian` is given) recorded by that
+   * custodian, so one break-glass does not open every custodian's records.
    */
-  emergencyAccessOf(patient: string, requester: { org: string; practitioner?: string }, atMs: number): string | undefined {
+  emergencyAccessOf(patient: string, requester: { org: string; practitioner?: string }, atMs: number, custodian?: string): string | undefined {
     const list = this.emergencies.get(patient) ?? [];
     for (let i = list.length - 1; i >= 0; i--) {
       const e = list[i]!;
       if (e.org !== requester.org || atMs < e.startMs || atMs > e.endMs) continue;
+      if (custodian !== undefined && e.custodian !== custodian) continue;
       if (e.practitioner !== null && e.practitioner !== (requester.practitioner ?? null)) continue;
       return e.id;
     }

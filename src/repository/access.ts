@@ -100,9 +100,13 @@ export class AccessGuard {
     );
   }
 
-  /** The decision for a stored or served version. */
-  decideVersion(ctx: AccessContext, v: GuardedVersion): Decision {
+  /**
+   * The decision for a stored or served version. `currentLabels` (of the resource's current version) join
+   * the version's own: a label added later covers the earlier versions too.
+   */
+  decideVersion(ctx: AccessContext, v: GuardedVersion, currentLabels: readonly string[] = []): Decision {
     if (v.patient === null) return permitOutside;
-    return this.decide(ctx, v.patient, { class: v.resourceType, labels: labelsOf(v.content) });
+    const labels = [...new Set([...labelsOf(v.content), ...currentLabels])];
+    return this.decide(ctx, v.patient, { class: v.resourceType, labels });
   }
 }

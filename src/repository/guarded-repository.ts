@@ -12,9 +12,20 @@ import { HlError, randomBytes, toBase64, toHex, type Clock } from '../kernel/ind
 import { accessEntryOf, buildAuditEvent, type AccessAction, type AuditInput } from '../audit/index.js';
 import type { Decision } from '../consent/index.js';
 import type { BundleEntryRequest } from '../fhir/index.js';
-import { AccessGuard, type AccessContext } from './access.js';
+import { AccessGuard, labelsOf, type AccessContext } from './access.js';
 import type { BatchEntryResult, BundleEntryResult } from './bundle-processor.js';
 import type { LedgeredRepository, RecordCommitter, Resource, SearchResult, ServedVersion, VersionFilter, VersionProof } from './ledgered-repository.js';
+
+/** True when a resource holds a conditional reference (`Type?search`), which a transaction resolves by searching. */
+function hasConditionalReference(value: unknown): boolean {
+  if (Array.isArray(value)) return value.some(hasConditionalReference);
+  if (value === null || typeof value !== 'object') return false;
+  for (const [k, v] of Object.entries(value)) {
+    if (k === 'reference' && typeof v === 'string' && /^[A-Z][A-Za-z]+\?/.test(v)) return true;
+    if (typeof v === 'object' && hasConditionalReference(v)) return true;
+  }
+  return false;
+}
 
 /** How long a break-glass access lasts (DESIGN.md §6). */
 export const emergencyAccessMs = 24 * 60 * 60 * 1000;
@@ -63,20 +74,32 @@ export class GuardedRepository {
   }
 
   async vread(ctx: AccessContext, resourceType: string, id: string, versionId: string): Promise<ServedVersion> {
-    return this.servedOne(ctx, 'vread', await this.inner.vread(resourceType, id, versionId));
+    return this.servedOne(ctx, 'vread', await this.inner.vread(resourceType, id, versionId), await this.currentLabels(ctx, resourceType, id));
   }
 
   async proof(ctx: AccessContext, resourceType: string, id: string, versionId: string): Promise<VersionProof> {
     // A proof reveals the version's salt and commitment: it is a read of that version.
-    await this.servedOne(ctx, 'proof', await this.inner.vread(resourceType, id, versionId));
+    await this.servedOne(ctx, 'proof', await this.inner.vread(resourceType, id, versionId), await this.currentLabels(ctx, resourceType, id));
     return this.inner.proof(resourceType, id, versionId);
   }
 
+  /** The sensitivity labels of a resource's current version (none needed for the custodian's treating staff). */
+  private async currentLabels(ctx: AccessContext, resourceType: string, id: string): Promise<string[]> {
+    if (this.guard.isCustodianStaff(ctx)) return [];
+    try {
+      return labelsOf((await this.inner.read(resourceType, id)).content);
+    } catch {
+      return [];
+    }
+  }
+
   async search(ctx: AccessContext, resourceType: string, query: URLSearchParams): Promise<SearchResult> {
-    const { allow, emergencies } = this.filterFor(ctx);
+    const { allow, emergencies, denied } = this.filterFor(ctx);
     const result = await this.inner.search(resourceType, query, allow);
     await this.commitEmergencies(ctx, emergencies);
-    this.auditServed(ctx, 'search', [...result.page, ...result.included], { query: query.toString() });
+    const served = [...result.page, ...result.included];
+    this.auditServed(ctx, 'search', served, { query: query.toString() });
+    this.auditWithheld(ctx, 'search', denied);
     return result;
   }
 
@@ -85,32 +108,35 @@ export class GuardedRepository {
       const whole = this.guard.decide(ctx, patientId);
       if (whole.effect === 'deny') throw this.denied(ctx, 'everything', patientId, whole);
     }
-    const { allow, emergencies } = this.filterFor(ctx);
+    const { allow, emergencies, denied } = this.filterFor(ctx);
     const versions = await this.inner.everything(patientId, allow);
     await this.commitEmergencies(ctx, emergencies);
     this.auditServed(ctx, 'everything', versions, { patient: patientId });
+    this.auditWithheld(ctx, 'everything', denied);
     return versions;
   }
 
   async history(ctx: AccessContext, resourceType: string, id: string, options: { limit?: number; cursor?: string } = {}) {
     const page = await this.inner.history(resourceType, id, options);
-    const { allow, emergencies } = this.filterFor(ctx);
+    const { allow, emergencies, denied } = this.filterFor(ctx, await this.currentLabels(ctx, resourceType, id));
     const versions = allow ? page.versions.filter(allow) : page.versions;
     if (versions.length === 0 && page.versions.length > 0) {
       const v = page.versions[0]!;
-      throw this.denied(ctx, 'history', v.patient, this.guard.decideVersion(ctx, v));
+      throw this.denied(ctx, 'history', v.patient, this.guard.decideVersion(ctx, v, await this.currentLabels(ctx, resourceType, id)));
     }
     await this.commitEmergencies(ctx, emergencies);
     this.auditServed(ctx, 'history', versions);
+    this.auditWithheld(ctx, 'history', denied);
     return { versions, nextCursor: page.nextCursor };
   }
 
   async historyOf(ctx: AccessContext, resourceType: string | null, options: { limit?: number; cursor?: string } = {}) {
     const page = await this.inner.historyOf(resourceType, options);
-    const { allow, emergencies } = this.filterFor(ctx);
+    const { allow, emergencies, denied } = this.filterFor(ctx);
     const versions = allow ? page.versions.filter(allow) : page.versions;
     await this.commitEmergencies(ctx, emergencies);
     this.auditServed(ctx, 'history', versions);
+    this.auditWithheld(ctx, 'history', denied);
     return { versions, nextCursor: page.nextCursor };
   }
 
@@ -143,6 +169,8 @@ export class GuardedRepository {
       throw new HlError('forbidden', "only the custodian's staff may erase a patient's records");
     }
     const ledgerPatient = this.guard.ledgerPatientOf(patientId);
+    // The audit records of earlier requests about the patient are committed before their compartment goes.
+    await this.flushAudit();
     const result = await this.inner.erasePatient(patientId);
     // The AuditEvent cannot live in the erased compartment; the ledger entry still names the patient.
     this.audit(ctx, { action: 'erase', outcome: 'permit', reason: `erased ${result.versionsErased} versions (receipt ${result.txId})` }, ledgerPatient);
@@ -156,38 +184,45 @@ export class GuardedRepository {
   }
 
   async update(ctx: AccessContext, resourceType: string, id: string, body: unknown, ifMatch?: string): Promise<ServedVersion> {
+    await this.mayChange(ctx, 'update', resourceType, id);
     return this.audited(ctx, 'update', await this.inner.update(resourceType, id, body, ifMatch));
   }
 
   async patch(ctx: AccessContext, resourceType: string, id: string, operations: unknown, ifMatch?: string): Promise<ServedVersion> {
+    await this.mayChange(ctx, 'update', resourceType, id);
     return this.audited(ctx, 'update', await this.inner.patch(resourceType, id, operations, ifMatch));
   }
 
   async delete(ctx: AccessContext, resourceType: string, id: string): Promise<ServedVersion | null> {
+    await this.mayChange(ctx, 'delete', resourceType, id);
     const v = await this.inner.delete(resourceType, id);
     if (v) this.auditServed(ctx, 'delete', [v]);
     return v;
   }
 
   async conditional(ctx: AccessContext, method: 'PUT' | 'DELETE', resourceType: string, query: string, body?: unknown, ifMatch?: string) {
+    this.staffOnlyConditions(ctx);
     const r = await this.inner.conditional(method, resourceType, query, body, ifMatch);
     if (r.version) this.auditServed(ctx, method === 'DELETE' ? 'delete' : r.status === 201 ? 'create' : 'update', [r.version]);
     return r;
   }
 
   async createIfNoneExist(ctx: AccessContext, resourceType: string, body: unknown, ifNoneExist: string) {
+    this.staffOnlyConditions(ctx);
     const r = await this.inner.createIfNoneExist(resourceType, body, ifNoneExist);
     this.auditServed(ctx, r.created ? 'create' : 'read', [r.version]);
     return r;
   }
 
   async transaction(ctx: AccessContext, entries: readonly BundleEntryRequest[]): Promise<BundleEntryResult[]> {
+    await this.mayWriteEntries(ctx, entries);
     const results = await this.inner.transaction(entries);
     this.auditWrites(ctx, results);
     return results;
   }
 
   async batch(ctx: AccessContext, entries: readonly BundleEntryRequest[]): Promise<BatchEntryResult[]> {
+    await this.mayWriteEntries(ctx, entries);
     const results = await this.inner.batch(entries);
     this.auditWrites(ctx, results.filter((r): r is Extract<BatchEntryResult, { kind: 'write' }> => r.kind === 'write'));
     return results;
@@ -234,7 +269,11 @@ export class GuardedRepository {
     if (this.auditBuffer.length === 0) return;
     const records = this.auditBuffer;
     this.auditBuffer = [];
-    const write = this.inner.writeAudit(records).catch((err: unknown) => this.deps.onAuditError?.(err));
+    // One record that cannot be written (its patient was erased meanwhile) must not take the others with it.
+    const write = this.inner.writeAudit(records).catch(async (err: unknown) => {
+      if (records.length === 1) return this.deps.onAuditError?.(err);
+      for (const r of records) await this.inner.writeAudit([r]).catch((e: unknown) => this.deps.onAuditError?.(e));
+    });
     this.pendingAudits.add(write);
     void write.finally(() => this.pendingAudits.delete(write));
   }
@@ -242,28 +281,79 @@ export class GuardedRepository {
   // --- authorize -----------------------------------------------------------------------------------------
 
   /**
+   * Conditions (If-None-Exist, conditional update and delete, conditional references) search stored data
+   * and answer with what they found or how many: for anyone but the custodian's staff they would reveal
+   * what consent withholds, so they are the staff's only, and the patient's own (whose patient/ scopes
+   * keep every condition inside their compartment).
+   */
+  private staffOnlyConditions(ctx: AccessContext): void {
+    if (this.guard.isCustodianStaff(ctx) || this.isStaff(ctx) || ctx.selfPatient !== undefined) return;
+    throw new HlError('forbidden', "conditional writes (If-None-Exist, conditional update or delete, conditional references) are for the custodian's staff");
+  }
+
+  /** The custodian's own staff, whatever the purpose (not an app, a patient or another organization). */
+  private isStaff(ctx: AccessContext): boolean {
+    const r = ctx.requester;
+    return r.org === this.deps.orgId && r.app === undefined && r.patient === undefined && ctx.selfPatient === undefined;
+  }
+
+  /** A change of a stored resource, for anyone but the custodian's treating staff, needs a permit to read it. */
+  private async mayChange(ctx: AccessContext, action: AccessAction, resourceType: string, id: string): Promise<void> {
+    if (this.guard.isCustodianStaff(ctx)) return;
+    let current: ServedVersion;
+    try {
+      current = await this.inner.read(resourceType, id);
+    } catch {
+      return; // the write itself answers not-found or gone
+    }
+    const d = this.guard.decideVersion(ctx, current);
+    if (d.effect === 'deny') throw this.denied(ctx, action, current.patient, d);
+  }
+
+  /** The checks of {@link mayChange} and {@link staffOnlyConditions} for each write entry of a Bundle. */
+  private async mayWriteEntries(ctx: AccessContext, entries: readonly BundleEntryRequest[]): Promise<void> {
+    if (this.guard.isCustodianStaff(ctx)) return;
+    for (const e of entries) {
+      if (e.method === 'GET' || e.method === 'HEAD') continue;
+      if (e.ifNoneExist !== undefined || (e.method !== 'POST' && e.id === undefined) || hasConditionalReference(e.resource)) this.staffOnlyConditions(ctx);
+      if (e.id !== undefined && e.method !== 'POST') await this.mayChange(ctx, e.method === 'DELETE' ? 'delete' : 'update', e.resourceType, e.id);
+    }
+  }
+
+  /**
    * The filter of versions this requester may see (none for the custodian's own treating staff), and the
    * break-glass decisions it met, which must be committed before anything is served.
    */
-  private filterFor(ctx: AccessContext): { allow: VersionFilter | undefined; emergencies: Map<string, Decision> } {
+  private filterFor(
+    ctx: AccessContext,
+    currentLabels: readonly string[] = [],
+  ): { allow: VersionFilter | undefined; emergencies: Map<string, Decision>; denied: Map<string, Decision> } {
     const emergencies = new Map<string, Decision>();
-    if (this.guard.isCustodianStaff(ctx)) return { allow: undefined, emergencies };
-    const byPatient = new Map<string, Decision>();
+    const denied = new Map<string, Decision>();
+    if (this.guard.isCustodianStaff(ctx)) return { allow: undefined, emergencies, denied };
     const allow: VersionFilter = (v) => {
-      const d = this.guard.decideVersion(ctx, v);
+      const d = this.guard.decideVersion(ctx, v, currentLabels);
       if (d.effect === 'permit' && d.obligations.includes('record-emergency-access') && v.patient !== null) emergencies.set(v.patient, d);
-      if (v.patient !== null && !byPatient.has(v.patient)) byPatient.set(v.patient, d);
+      if (d.effect === 'deny' && v.patient !== null && !denied.has(v.patient)) denied.set(v.patient, d);
       return d.effect === 'permit';
     };
-    return { allow, emergencies };
+    return { allow, emergencies, denied };
   }
 
-  private async servedOne(ctx: AccessContext, action: AccessAction, v: ServedVersion): Promise<ServedVersion> {
+  /**
+   * Audits, as a denial in each patient's trail, what a search, history or `$everything` withheld from
+   * them: every attempt at a patient's data shows in their accounting of disclosures, served or not.
+   */
+  private auditWithheld(ctx: AccessContext, action: AccessAction, denied: ReadonlyMap<string, Decision>): void {
+    for (const [patient, d] of denied) this.audit(ctx, { action, outcome: 'deny', reason: `withheld: ${d.reason}`, patient });
+  }
+
+  private async servedOne(ctx: AccessContext, action: AccessAction, v: ServedVersion, currentLabels: readonly string[] = []): Promise<ServedVersion> {
     if (this.guard.isCustodianStaff(ctx)) {
       this.auditServed(ctx, action, [v]);
       return v;
     }
-    const d = this.guard.decideVersion(ctx, v);
+    const d = this.guard.decideVersion(ctx, v, currentLabels);
     if (d.effect === 'deny') throw this.denied(ctx, action, v.patient, d, [v]);
     const emergency = d.obligations.includes('record-emergency-access') && v.patient !== null ? new Map([[v.patient, d]]) : new Map();
     await this.commitEmergencies(ctx, emergency);
@@ -306,7 +396,10 @@ export class GuardedRepository {
         emergency: receipts[i]!.txId,
         emergencyReason: { text: reason, salt: o.salt },
       });
-      this.deps.notifyEmergency?.(o.patient, event);
+      // The notice says who, when and why in codes; the written reason (PHI) stays in the node's AuditEvent.
+      const notice = structuredClone(event) as { entity?: { detail?: unknown }[] };
+      for (const e of notice.entity ?? []) delete e.detail;
+      this.deps.notifyEmergency?.(o.patient, notice as Resource);
     });
   }
 
@@ -339,14 +432,10 @@ export class GuardedRepository {
       else byPatient.set(v.patient, [v]);
     }
     if (byPatient.size === 0) byPatient.set(extra.patient ?? null, []);
+    // A query can name several patients (identifier=A,B): it goes only into a trail it cannot expose others in.
+    const query = extra.query !== undefined && byPatient.size === 1 ? { query: extra.query } : {};
     for (const [patient, list] of byPatient) {
-      this.audit(ctx, {
-        action,
-        outcome: 'permit',
-        ...(patient !== null ? { patient } : {}),
-        resources: list.map(refOf),
-        ...(extra.query !== undefined ? { query: extra.query } : {}),
-      });
+      this.audit(ctx, { action, outcome: 'permit', ...(patient !== null ? { patient } : {}), resources: list.map(refOf), ...query });
     }
   }
 

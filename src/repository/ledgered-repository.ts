@@ -603,7 +603,7 @@ export class LedgeredRepository {
    */
   async search(resourceType: string, query: URLSearchParams, allow?: VersionFilter): Promise<SearchResult> {
     const plan = planSearch(resourceType, query, { nowMs: this.deps.clock.nowMs() });
-    const all = await this.matchAll(resourceType, plan, plan.sort.length > 0);
+    const all = await this.matchAll(resourceType, plan, plan.sort.length > 0, allow);
     // Versions the requester may not see are dropped before counting and paging: not even their number shows.
     const matches = allow ? all.filter((m) => allow(m.version)) : all;
     const ordered = plan.sort.length > 0 ? sortMatches(matches, plan.sort, (m) => m.resource!, byNewest) : matches.sort(byNewest);
@@ -629,11 +629,13 @@ export class LedgeredRepository {
     return partly.length === 0 ? found : [...new Set([...found, ...partly])];
   }
 
-  private async matchAll(resourceType: string, plan: SearchPlan, keepResources: boolean): Promise<{ version: StoredVersion; resource?: Resource }[]> {
+  private async matchAll(resourceType: string, plan: SearchPlan, keepResources: boolean, allow?: VersionFilter): Promise<{ version: StoredVersion; resource?: Resource }[]> {
     const criteria = [...plan.criteria];
     const chainTargets: Set<string>[] = [];
     for (const chain of plan.chains) {
-      const targets = await this.matchAll(chain.targetType, chain.inner, false);
+      // A chain matches only targets the requester may see: otherwise it answers questions about them.
+      const found = await this.matchAll(chain.targetType, chain.inner, false, allow);
+      const targets = allow ? found.filter((t) => allow(t.version)) : found;
       if (targets.length === 0) return [];
       const refs = new Set(targets.map((t) => `${chain.targetType}/${t.version.id}`));
       chainTargets.push(refs);
