@@ -57,14 +57,7 @@ export function useSmartNode(org: string): {
         body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
         redirect: 'manual',
       });
-      const text = await res.text();
-      let json: any;
-      try {
-        json = text ? JSON.parse(text) : undefined;
-      } catch {
-        json = undefined;
-      }
-      return { status: res.status, headers: res.headers, text, json };
+      return readAnswer(res);
     },
   };
 }
@@ -77,6 +70,11 @@ export async function postForm(url: string, form: Record<string, string> | URLSe
     body: (form instanceof URLSearchParams ? form : new URLSearchParams(form)).toString(),
     redirect: 'manual',
   });
+  return readAnswer(res);
+}
+
+/** An answer as a test reads it; `json` is undefined when the body is not JSON (login pages are HTML). */
+async function readAnswer(res: Response): Promise<FhirCall> {
   const text = await res.text();
   let json: any;
   try {

@@ -68,25 +68,20 @@ describe('TokenVerifier', () => {
     const verified = await verifier.verify(staff, t0 + 1000);
     expect(verified).toMatchObject({ kind: 'user', role: 'auditor', practitioner: 'pr-1' });
     expect(verified.patient).toBeUndefined();
-    const legacy = await new SignJWT({ scope: 'user/*.cruds' })
-      .setProtectedHeader({ alg: 'EdDSA' })
-      .setIssuer(orgId)
-      .setSubject('admin')
-      .setAudience(tokenAudience(orgId))
-      .setIssuedAt(t0 / 1000)
-      .setExpirationTime(t0 / 1000 + 60)
-      .setJti('j')
-      .sign(keys.privateKey);
+    // Tokens signed by hand with the node key, with the claims a test needs.
+    const handMade = (claims: Record<string, unknown>, jti: string) =>
+      new SignJWT(claims)
+        .setProtectedHeader({ alg: 'EdDSA' })
+        .setIssuer(orgId)
+        .setSubject('admin')
+        .setAudience(tokenAudience(orgId))
+        .setIssuedAt(t0 / 1000)
+        .setExpirationTime(t0 / 1000 + 60)
+        .setJti(jti)
+        .sign(keys.privateKey);
+    const legacy = await handMade({ scope: 'user/*.cruds' }, 'j');
     expect((await verifier.verify(legacy, t0 + 1000)).kind).toBe('admin');
-    const forgedKind = await new SignJWT({ scope: 'user/*.cruds', kind: 'root' })
-      .setProtectedHeader({ alg: 'EdDSA' })
-      .setIssuer(orgId)
-      .setSubject('admin')
-      .setAudience(tokenAudience(orgId))
-      .setIssuedAt(t0 / 1000)
-      .setExpirationTime(t0 / 1000 + 60)
-      .setJti('k')
-      .sign(keys.privateKey);
+    const forgedKind = await handMade({ scope: 'user/*.cruds', kind: 'root' }, 'k');
     expect((await loginError(verifier.verify(forgedKind, t0 + 1000))).message).toMatch(/kind/);
   });
 });
