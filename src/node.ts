@@ -51,6 +51,7 @@ export { isHlError, isResourceType };
 export { publicVerifier } from './ledger/index.js';
 export { canonicalJson, sha256 } from './crypto/index.js';
 export {
+  patientIdPattern,
   purposesOfUse,
   sensitivityLabels,
   type ConsentActor,

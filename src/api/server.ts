@@ -12,7 +12,7 @@ import { registerLedgerRoutes } from './ledger-routes.js';
 import { registerFhirRoutes, type FhirRouteDeps } from './fhir-routes.js';
 import { registerPatientRoutes, type PatientRouteDeps } from './patient-routes.js';
 import { accessContextOf } from './access-context.js';
-import type { AccessContext } from '../repository/index.js';
+import { isOwnStaff, type AccessContext } from '../repository/index.js';
 import { registerConsentRoutes, type ConsentRouteDeps } from './consent-routes.js';
 import { registerAuthRoutes, type AuthApiDeps } from './auth-routes.js';
 import { registerScopeGuard } from './scope-guard.js';
@@ -118,9 +118,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   if (deps.auth) registerAuthRoutes(app, deps.auth);
   if (deps.patients) {
     registerPatientRoutes(app, deps.patients, (req) => {
-      const r = (req.accessContext ??= accessContextOf(req, deps.orgId)).requester;
-      const ctx = req.accessContext;
-      if (r.org !== deps.orgId || r.app !== undefined || r.patient !== undefined || ctx.selfPatient !== undefined) {
+      if (!isOwnStaff((req.accessContext ??= accessContextOf(req, deps.orgId)), deps.orgId)) {
         throw new HlError('forbidden', "only the custodian's staff may link a patient key to a record");
       }
     });

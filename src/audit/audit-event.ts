@@ -8,20 +8,10 @@
  */
 import type { AuditEvent, AuditEventAgent, AuditEventEntity } from '@medplum/fhirtypes';
 import { toBase64, utf8 } from '../kernel/index.js';
+import type { accessActions } from '../ledger/index.js';
 
-/** What was done, as the ledger's access entries name it. */
-export type AccessAction =
-  | 'read'
-  | 'vread'
-  | 'search'
-  | 'history'
-  | 'create'
-  | 'update'
-  | 'delete'
-  | 'export'
-  | 'everything'
-  | 'proof'
-  | 'erase';
+/** What was done, as the ledger's access entries name it (the `access.log` contract's list). */
+export type AccessAction = (typeof accessActions)[number];
 
 /** One audited interaction. */
 export interface AuditInput {

@@ -9,7 +9,7 @@
  * is parsed but grants nothing, so nothing is granted that cannot be enforced.
  */
 import { HlError } from '../kernel/index.js';
-import { isResourceType } from '../fhir/index.js';
+import { isResourceType, splitSearchOr } from '../fhir/index.js';
 
 /** The scope's context: the patient in context, the signed-in user, or a backend system. */
 export const ScopeContext = { patient: 'patient', user: 'user', system: 'system' } as const;
@@ -67,22 +67,12 @@ function lettersOf(permissions: string): string | null {
   return permissions.length > 0 ? permissions : null;
 }
 
-/** Splits a search value at the commas that are not escaped (FHIR search.html#escaping). */
+/**
+ * Splits a search value at the commas that are not escaped (FHIR search.html#escaping), as search does,
+ * and unescapes escaped backslashes; `\|` stays escaped for `parseToken`.
+ */
 function splitOr(value: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  for (let i = 0; i < value.length; i++) {
-    const c = value[i]!;
-    if (c === '\\' && i + 1 < value.length) {
-      const next = value[++i]!;
-      cur += next === ',' || next === '|' || next === '\\' ? (next === '|' ? '\\|' : next) : `\\${next}`;
-    } else if (c === ',') {
-      out.push(cur);
-      cur = '';
-    } else cur += c;
-  }
-  out.push(cur);
-  return out;
+  return splitSearchOr(value).map((v) => v.replace(/\\\\/g, '\\'));
 }
 
 function parseToken(value: string): Token {

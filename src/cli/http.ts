@@ -35,18 +35,22 @@ export async function requestJson(
   const headers: Record<string, string> = { accept: 'application/fhir+json, application/json' };
   if (options.body !== undefined) headers['content-type'] = options.contentType ?? 'application/json';
   if (options.token) headers.authorization = `Bearer ${options.token}`;
-  let res: Response;
-  try {
-    res = await fetch(`${base.replace(/\/+$/, '')}${path}`, {
-      method: options.method ?? (options.body === undefined ? 'GET' : 'POST'),
-      headers,
-      ...(options.body === undefined ? {} : { body: typeof options.body === 'string' ? options.body : JSON.stringify(options.body) }),
-    });
-  } catch {
-    throw new RequestError(`cannot reach ${base}`, 0);
-  }
+  const res = await reach(base, `${base.replace(/\/+$/, '')}${path}`, {
+    method: options.method ?? (options.body === undefined ? 'GET' : 'POST'),
+    headers,
+    ...(options.body === undefined ? {} : { body: typeof options.body === 'string' ? options.body : JSON.stringify(options.body) }),
+  });
   const body = (await res.json().catch(() => null)) as Record<string, unknown> | null;
   if (!res.ok) throw new RequestError(outcomeSummary(res.status, body), res.status);
   if (body === null) throw new RequestError(`HTTP ${res.status}: the answer is not JSON`, res.status);
   return body;
+}
+
+/** `fetch`, with a node that cannot be reached reported as `RequestError` naming `base`. */
+export async function reach(base: string, url: string, init: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch {
+    throw new RequestError(`cannot reach ${base}`, 0);
+  }
 }

@@ -137,7 +137,7 @@ function buildProgram(out: (s: string) => void): Command {
     .action(async (fileArgs: string[], opts: { url: string; token?: string }) => {
       const token = opts.token ?? process.env.HEALTHLEDGER_TOKEN;
       if (!token) throw new HlErrorForCli('a token is needed: --token or HEALTHLEDGER_TOKEN (healthledger token --data DIR)');
-      if (!/^https?:\/\/[^\s]+$/.test(opts.url)) throw new HlErrorForCli('--url must be an http(s) URL');
+      checkUrl(opts.url);
       const bar = progressBar('importing', 'files');
       let results;
       try {

@@ -9,6 +9,7 @@ import {
   canonicalJson,
   isResourceType,
   patientCliClient,
+  patientIdPattern,
   publicVerifier,
   sha256,
   signPatientLogin,
@@ -21,7 +22,7 @@ import {
   type PurposeOfUse,
   type SensitivityLabel,
 } from '../node.js';
-import { RequestError, requestJson } from './http.js';
+import { RequestError, reach, requestJson } from './http.js';
 
 /** A usage problem in the arguments, reported as one line. */
 export class UsageError extends Error {}
@@ -135,7 +136,7 @@ export function grantBody(key: PatientKey, opts: GrantOptions, nowMs: number): R
     if (!(sensitivityLabels as readonly string[]).includes(l)) throw new UsageError(`--exclude-label ${l} is not one of ${sensitivityLabels.join(', ')}`);
   }
   const patient = opts.patient ?? key.patient;
-  if (!/^pat-[a-z2-7]{26}$/.test(patient)) throw new UsageError('--patient must be a patient network id (pat-…)');
+  if (!patientIdPattern.test(patient)) throw new UsageError('--patient must be a patient network id (pat-…)');
   const provision: ConsentProvision = {
     type: 'permit',
     actors,
@@ -201,7 +202,7 @@ export async function patientLogin(url: string, key: PatientKey): Promise<{ toke
     code_challenge_method: 'S256',
     aud: `${base}/fhir`,
   });
-  const page = await fetchOrThrow(`${base}/auth/authorize?${query}`, { redirect: 'manual' }, base);
+  const page = await reach(base, `${base}/auth/authorize?${query}`, { redirect: 'manual' });
   const request = /name="request" value="([A-Za-z0-9_-]+)"/.exec(await page.text())?.[1];
   if (!request) throw new RequestError(`the node's login page (HTTP ${page.status}) offers no patient sign-in`, 0);
   const c = await requestJson(base, `/auth/patient-challenge?request=${request}`);
@@ -209,27 +210,15 @@ export async function patientLogin(url: string, key: PatientKey): Promise<{ toke
   // Sign only a login for this node: never an arbitrary message a node might put forward.
   if (c.message !== `healthledger-login:${base}:${nonce}`) throw new RequestError('the node asked to sign a login message for another address', 0);
   const form = new URLSearchParams({ request, login: 'patient', patient: key.patient, challenge: nonce, signature: signPatientLogin(key, base, nonce) });
-  const login = await fetchOrThrow(`${base}/auth/authorize`, { method: 'POST', body: form, redirect: 'manual' }, base);
+  const login = await reach(base, `${base}/auth/authorize`, { method: 'POST', body: form, redirect: 'manual' });
   const location = login.headers.get('location');
   const code = location ? new URL(location).searchParams.get('code') : null;
   if (login.status !== 302 || !code) throw new RequestError(`the node refused the sign-in (HTTP ${login.status})`, 0);
-  const t = await fetchOrThrow(
-    `${base}/auth/token`,
-    { method: 'POST', body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: redirectUri, client_id: patientCliClient.clientId, code_verifier: verifier }) },
-    base,
-  );
+  const t = await reach(base, `${base}/auth/token`, { method: 'POST', body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: redirectUri, client_id: patientCliClient.clientId, code_verifier: verifier }) });
   const tokens = (await t.json()) as { access_token?: string; patient?: string; error_description?: string };
   if (!t.ok || !tokens.access_token) throw new RequestError(`the node refused the token: ${tokens.error_description ?? `HTTP ${t.status}`}`, 0);
   if (!tokens.patient) throw new RequestError(`${key.patient} is not linked to a record at this node`, 0);
   return { token: tokens.access_token, patient: tokens.patient };
-}
-
-async function fetchOrThrow(url: string, init: RequestInit, base: string): Promise<Response> {
-  try {
-    return await fetch(url, init);
-  } catch {
-    throw new RequestError(`cannot reach ${base}`, 0);
-  }
 }
 
 /**

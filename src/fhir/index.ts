@@ -36,6 +36,7 @@ export {
   partlyIndexed,
   searchIndexOf,
   sortMatches,
+  splitOr as splitSearchOr,
   type ChainedSearch,
   type IncludeSpec,
   type PlanOptions,

@@ -254,7 +254,7 @@ function fold(value: string): string {
 }
 
 /** Splits a value at the commas that are not escaped (search.html#escaping: OR), keeping other escapes. */
-function splitOr(value: string): string[] {
+export function splitOr(value: string): string[] {
   const out: string[] = [];
   let cur = '';
   for (let i = 0; i < value.length; i++) {

@@ -20,4 +20,4 @@ export {
   utf8,
 } from './bytes.js';
 export { isOrgId, newNonce, newResourceId, orgIdFromName, randomBytes } from './ids.js';
-export { fixedClock, systemClock, type Clock } from './clock.js';
+export { fixedClock, systemClock, utcTimestampMs, type Clock } from './clock.js';

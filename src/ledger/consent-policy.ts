@@ -9,7 +9,7 @@
  * left out matches everything. Nested provisions are exceptions to their parent, as in FHIR
  * `Consent.provision.provision`; the deepest provision that matches a request decides it.
  */
-import type { Issue } from '../kernel/index.js';
+import { isOrgId, utcTimestampMs, type Issue } from '../kernel/index.js';
 
 /** Purposes of use (HL7 v3 PurposeOfUse) a consent can name. */
 export const purposesOfUse = ['TREAT', 'ETREAT', 'HPAYMT', 'HRESCH', 'PUBHLTH'] as const;
@@ -74,9 +74,7 @@ const maxProvisions = 64;
 const maxActors = 64;
 const resourceType = /^[A-Z][A-Za-z]{1,63}$/;
 const fhirId = /^[A-Za-z0-9\-.]{1,64}$/;
-const orgId = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])$/;
 const role = /^[a-z][a-z0-9-]{0,31}$/;
-const rfc3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 
 function checkList<T>(
   value: unknown,
@@ -105,11 +103,11 @@ function isActor(v: unknown): v is ConsentActor {
   const only = (...keys: string[]) => Object.keys(a).every((k) => keys.includes(k));
   switch (a.kind) {
     case 'org':
-      return only('kind', 'id') && typeof a.id === 'string' && orgId.test(a.id);
+      return only('kind', 'id') && typeof a.id === 'string' && isOrgId(a.id);
     case 'practitioner':
-      return only('kind', 'org', 'id') && typeof a.org === 'string' && orgId.test(a.org) && typeof a.id === 'string' && fhirId.test(a.id);
+      return only('kind', 'org', 'id') && typeof a.org === 'string' && isOrgId(a.org) && typeof a.id === 'string' && fhirId.test(a.id);
     case 'role':
-      return only('kind', 'role', 'org') && typeof a.role === 'string' && role.test(a.role) && (a.org === undefined || (typeof a.org === 'string' && orgId.test(a.org)));
+      return only('kind', 'role', 'org') && typeof a.role === 'string' && role.test(a.role) && (a.org === undefined || (typeof a.org === 'string' && isOrgId(a.org)));
     case 'patient':
       return only('kind', 'id') && typeof a.id === 'string' && patientIdPattern.test(a.id);
     default:
@@ -159,7 +157,7 @@ function checkPeriod(value: unknown, at: string, issues: Issue[]): void {
   for (const k of Object.keys(p)) if (k !== 'start' && k !== 'end') issues.push({ code: 'invalid', expression: `${at}.${k}`, message: `unknown member "${k}"` });
   for (const k of ['start', 'end'] as const) {
     const v = p[k];
-    if (v !== undefined && (typeof v !== 'string' || !rfc3339.test(v) || Number.isNaN(Date.parse(v)))) {
+    if (v !== undefined && utcTimestampMs(v) === null) {
       issues.push({ code: 'invalid', expression: `${at}.${k}`, message: 'must be an RFC 3339 UTC timestamp' });
     }
   }

@@ -4,7 +4,7 @@
  * gets no leaf (DESIGN.md §3).
  */
 import type { KeyObject } from 'node:crypto';
-import { fromBase64Url, isOrgId, toBase32, toBase64Url, type Issue } from '../kernel/index.js';
+import { fromBase64Url, isOrgId, toBase32, toBase64Url, utcTimestampMs, type Issue } from '../kernel/index.js';
 import { canonicalBytes, ed25519KeyId, importEd25519PublicKey, sha256, signEd25519, verifyEd25519 } from '../crypto/index.js';
 import { checkConsentGrantBody, patientIdPattern, purposesOfUse, type ConsentGrantBody } from './consent-policy.js';
 import { LedgerState, txMaxAgeMs, txMaxSkewMs, type Member, type RegisteredPatient } from './state.js';
@@ -491,8 +491,8 @@ const rules: Record<string, Rule> = {
       issues.push(issue('body.practitioner', 'must be a pseudonymous practitioner id'));
     }
     if (typeof body.reason !== 'string' || !hex64.test(body.reason)) issues.push(issue('body.reason', 'must be the hex salted commitment of the written reason'));
-    const start = timeOf(body.start);
-    const end = timeOf(body.end);
+    const start = utcTimestampMs(body.start);
+    const end = utcTimestampMs(body.end);
     if (start === null) issues.push(issue('body.start', 'must be an RFC 3339 UTC timestamp'));
     if (end === null) issues.push(issue('body.end', 'must be an RFC 3339 UTC timestamp'));
     if (start === null || end === null) return;
@@ -508,7 +508,7 @@ const rules: Record<string, Rule> = {
     for (const k of Object.keys(body)) if (!['patient', 'versionsErased', 'at'].includes(k)) issues.push(issue(`body.${k}`, `unknown member "${k}"`));
     if (typeof body.patient !== 'string' || !pseudonymPattern.test(body.patient)) issues.push(issue('body.patient', "must be the custodian's record pseudonym of the patient"));
     if (!Number.isSafeInteger(body.versionsErased) || (body.versionsErased as number) < 0) issues.push(issue('body.versionsErased', 'must be a non-negative integer'));
-    if (timeOf(body.at) === null) issues.push(issue('body.at', 'must be an RFC 3339 UTC timestamp'));
+    if (utcTimestampMs(body.at) === null) issues.push(issue('body.at', 'must be an RFC 3339 UTC timestamp'));
   },
 
   [TxType.accessLog](tx, scope) {
@@ -566,12 +566,6 @@ function isPatientRef(value: string): boolean {
   return patientIdPattern.test(value) || pseudonymPattern.test(value);
 }
 
-function timeOf(value: unknown): number | null {
-  if (typeof value !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/.test(value)) return null;
-  const t = Date.parse(value);
-  return Number.isNaN(t) ? null : t;
-}
-
 /**
  * One access entry (DESIGN.md §7), pseudonymous ids only: when, whose data (network id or record
  * pseudonym), who asked (organization and a pseudonymous user), why (purpose of use), what was done, with
@@ -588,7 +582,7 @@ function checkAccessEntry(value: unknown, at: string, issues: Issue[]): void {
       issues.push(issue(`${at}.${k}`, `unknown member "${k}"`));
     }
   }
-  if (timeOf(e.at) === null) issues.push(issue(`${at}.at`, 'must be an RFC 3339 UTC timestamp'));
+  if (utcTimestampMs(e.at) === null) issues.push(issue(`${at}.at`, 'must be an RFC 3339 UTC timestamp'));
   if (e.patient !== undefined && (typeof e.patient !== 'string' || !isPatientRef(e.patient))) {
     issues.push(issue(`${at}.patient`, 'must be a patient network id or record pseudonym'));
   }

@@ -4,7 +4,7 @@
  * bytes. The leaf committed to the Merkle tree is JCS of the whole envelope, signature included.
  */
 import type { KeyObject } from 'node:crypto';
-import { HlError, fromBase64Url, fromUtf8, newNonce, toBase64Url, toHex, type Issue } from '../kernel/index.js';
+import { HlError, fromBase64Url, fromUtf8, newNonce, toBase64Url, toHex, utcTimestampMs, type Issue } from '../kernel/index.js';
 import { canonicalBytes, canonicalJson, sha256, signEd25519 } from '../crypto/index.js';
 
 /** Largest accepted tx, in bytes of its canonical form. */
@@ -81,8 +81,6 @@ export function signTx(
   return { envelope, bytes: canonicalBytes(envelope), signedBytes, id: toHex(sha256(signedBytes)) };
 }
 
-const rfc3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
-
 /** Structural checks of an envelope; collects every issue. */
 export function checkEnvelopeShape(value: unknown): Issue[] {
   const issues: Issue[] = [];
@@ -105,7 +103,7 @@ export function checkEnvelopeShape(value: unknown): Issue[] {
     if (typeof s.keyId !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(s.keyId)) add('signer.keyId', 'signer.keyId must be a JWK thumbprint');
     for (const k of Object.keys(s)) if (!['kind', 'id', 'keyId'].includes(k)) add(`signer.${k}`, `unknown member "${k}"`);
   }
-  if (typeof e.time !== 'string' || !rfc3339.test(e.time) || Number.isNaN(Date.parse(e.time))) {
+  if (utcTimestampMs(e.time) === null) {
     add('time', 'time must be an RFC 3339 UTC timestamp');
   }
   if (typeof e.nonce !== 'string' || !/^[A-Za-z0-9_-]{16,64}$/.test(e.nonce)) add('nonce', 'nonce must be 16-64 base64url characters');

@@ -50,6 +50,16 @@ export function labelsOf(content: Uint8Array): string[] {
   return (meta?.security ?? []).map((s) => s.code).filter((c): c is string => typeof c === 'string' && labelSet.has(c));
 }
 
+/**
+ * True when `orgId`'s own staff ask, whatever their purpose: not an app or system client, not a patient or
+ * proxy, not another organization. Linking, erasure, conditional writes and the accounting of disclosures
+ * are theirs; reading without consent is theirs only when treating (`AccessGuard.isCustodianStaff`).
+ */
+export function isOwnStaff(ctx: AccessContext, orgId: string): boolean {
+  const r = ctx.requester;
+  return r.org === orgId && r.app === undefined && r.patient === undefined && ctx.selfPatient === undefined;
+}
+
 const permitOutside: Decision = { effect: 'permit', reason: 'not in a patient compartment', consentIds: [], obligations: [] };
 const permitOwn: Decision = { effect: 'permit', reason: "the patient's own record", consentIds: [], obligations: [] };
 
@@ -66,8 +76,7 @@ export class AccessGuard {
 
   /** True for the custodian's own treating staff, whose reads need no consent (DESIGN.md §6). */
   isCustodianStaff(ctx: AccessContext): boolean {
-    const r = ctx.requester;
-    return r.org === this.deps.orgId && r.app === undefined && r.patient === undefined && ctx.selfPatient === undefined && (ctx.purpose === 'TREAT' || ctx.purpose === 'ETREAT');
+    return isOwnStaff(ctx, this.deps.orgId) && (ctx.purpose === 'TREAT' || ctx.purpose === 'ETREAT');
   }
 
   /** The patient as the ledger knows them: their network id if linked here, else this node's pseudonym. */

@@ -12,7 +12,7 @@ import { HlError, randomBytes, toBase64, toHex, type Clock } from '../kernel/ind
 import { accessEntryOf, buildAuditEvent, type AccessAction, type AuditInput } from '../audit/index.js';
 import type { Decision } from '../consent/index.js';
 import type { BundleEntryRequest } from '../fhir/index.js';
-import { AccessGuard, labelsOf, type AccessContext } from './access.js';
+import { AccessGuard, isOwnStaff, labelsOf, type AccessContext } from './access.js';
 import type { BatchEntryResult, BundleEntryResult } from './bundle-processor.js';
 import type { LedgeredRepository, RecordCommitter, Resource, SearchResult, ServedVersion, VersionFilter, VersionProof } from './ledgered-repository.js';
 
@@ -118,11 +118,12 @@ export class GuardedRepository {
 
   async history(ctx: AccessContext, resourceType: string, id: string, options: { limit?: number; cursor?: string } = {}) {
     const page = await this.inner.history(resourceType, id, options);
-    const { allow, emergencies, denied } = this.filterFor(ctx, await this.currentLabels(ctx, resourceType, id));
+    const labels = await this.currentLabels(ctx, resourceType, id);
+    const { allow, emergencies, denied } = this.filterFor(ctx, labels);
     const versions = allow ? page.versions.filter(allow) : page.versions;
     if (versions.length === 0 && page.versions.length > 0) {
       const v = page.versions[0]!;
-      throw this.denied(ctx, 'history', v.patient, this.guard.decideVersion(ctx, v, await this.currentLabels(ctx, resourceType, id)));
+      throw this.denied(ctx, 'history', v.patient, this.guard.decideVersion(ctx, v, labels));
     }
     await this.commitEmergencies(ctx, emergencies);
     this.auditServed(ctx, 'history', versions);
@@ -147,8 +148,7 @@ export class GuardedRepository {
    */
   async disclosures(ctx: AccessContext, patientId: string): Promise<{ event: ServedVersion; proof: VersionProof }[]> {
     const self = ctx.selfPatient === patientId || (ctx.requester.patient !== undefined && ctx.requester.patient === this.guard.ledgerPatientOf(patientId));
-    const staff = ctx.requester.org === this.deps.orgId && ctx.requester.app === undefined && ctx.requester.patient === undefined && ctx.selfPatient === undefined;
-    if (!self && !staff) {
+    if (!self && !isOwnStaff(ctx, this.deps.orgId)) {
       throw this.denied(ctx, 'export', patientId, { effect: 'deny', reason: "only the patient and the custodian's staff may see the accounting of disclosures", consentIds: [], obligations: [] });
     }
     const patient = await this.inner.read('Patient', patientId);
@@ -164,10 +164,7 @@ export class GuardedRepository {
 
   /** Erasure of a patient (GDPR Art. 17) by the custodian's staff; see `LedgeredRepository.erasePatient`. */
   async erasePatient(ctx: AccessContext, patientId: string) {
-    const r = ctx.requester;
-    if (r.org !== this.deps.orgId || r.app !== undefined || r.patient !== undefined || ctx.selfPatient !== undefined) {
-      throw new HlError('forbidden', "only the custodian's staff may erase a patient's records");
-    }
+    if (!isOwnStaff(ctx, this.deps.orgId)) throw new HlError('forbidden', "only the custodian's staff may erase a patient's records");
     const ledgerPatient = this.guard.ledgerPatientOf(patientId);
     // The audit records of earlier requests about the patient are committed before their compartment goes.
     await this.flushAudit();
@@ -287,14 +284,8 @@ export class GuardedRepository {
    * keep every condition inside their compartment).
    */
   private staffOnlyConditions(ctx: AccessContext): void {
-    if (this.guard.isCustodianStaff(ctx) || this.isStaff(ctx) || ctx.selfPatient !== undefined) return;
+    if (isOwnStaff(ctx, this.deps.orgId) || ctx.selfPatient !== undefined) return;
     throw new HlError('forbidden', "conditional writes (If-None-Exist, conditional update or delete, conditional references) are for the custodian's staff");
-  }
-
-  /** The custodian's own staff, whatever the purpose (not an app, a patient or another organization). */
-  private isStaff(ctx: AccessContext): boolean {
-    const r = ctx.requester;
-    return r.org === this.deps.orgId && r.app === undefined && r.patient === undefined && ctx.selfPatient === undefined;
   }
 
   /** A change of a stored resource, for anyone but the custodian's treating staff, needs a permit to read it. */

@@ -17,6 +17,6 @@ export {
   type VersionFilter,
   type VersionProof,
 } from './ledgered-repository.js';
-export { AccessGuard, labelsOf, type AccessContext } from './access.js';
+export { AccessGuard, isOwnStaff, labelsOf, type AccessContext } from './access.js';
 export { GuardedRepository, emergencyAccessMs, type GuardedRepositoryDeps } from './guarded-repository.js';
 export { type BatchEntryResult, type BundleEntryResult } from './bundle-processor.js';
