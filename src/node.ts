@@ -27,6 +27,9 @@ import {
   openSqliteLedgerStore,
   parseTx,
   patientNetworkId,
+  validateTx,
+  LedgerState,
+  type OrgDescriptor,
   signPatientLink,
   signTx,
   type AuditReport,
@@ -36,6 +39,7 @@ import {
   type TxReceipt,
 } from './ledger/index.js';
 import { LocalOrderer, type Orderer } from './ordering/index.js';
+import { CheckpointGossip, MemberClient, NetworkExchange } from './exchange/index.js';
 import { buildCapabilityStatement, buildServer } from './api/index.js';
 import { AuthorizationServer, checkScope, FileAuthRegistry, hashPassword, issueToken, patientLoginMessage, type AuthClient, type StaffRole } from './auth/index.js';
 import type { GuardedResource } from './api/index.js';
@@ -193,6 +197,16 @@ export class HealthledgerNode {
   private failure: Error | null = null;
   /** Verifies signatures of large submitted batches on all cores; started on first use. */
   private pool: Ed25519VerifierPool | null = null;
+  /** Closed with the node only when the node made it (a shared in-process orderer is closed by its owner). */
+  private readonly ownsOrderer: boolean;
+  /** Set once two different roots for one tree size were seen: writes are refused until an operator clears it. */
+  private forkAlarmValue: { message: string; atMs: number } | null;
+  private treeWaiters: { size: number; resolve: () => void }[] = [];
+  /** Signs in at other members' nodes and calls them. */
+  readonly members: MemberClient;
+  readonly gossip: CheckpointGossip;
+  /** Cross-organization reads, as custodian and as requester. */
+  readonly exchange: NetworkExchange;
 
   constructor(parts: {
     config: NodeConfig;
@@ -207,6 +221,8 @@ export class HealthledgerNode {
     clock: Clock;
     /** The data directory's lock, released by `close()`. */
     lock: DataDirLock;
+    /** False when the orderer is shared with other nodes in this process and closed by its owner. */
+    ownsOrderer?: boolean;
   }) {
     this.config = parts.config;
     this.lock = parts.lock;
@@ -218,6 +234,17 @@ export class HealthledgerNode {
     this.log = parts.log;
     this.records = parts.records;
     this.pseudonymKey = parts.pseudonymKey;
+    this.ownsOrderer = parts.ownsOrderer ?? true;
+    const alarm = parts.store.getMeta('fork-alarm');
+    this.forkAlarmValue = alarm === null ? null : (JSON.parse(alarm) as { message: string; atMs: number });
+    this.members = new MemberClient({ orgId: parts.config.orgId, privateKey: parts.keyPair.privateKey, keyId: parts.keyPair.keyId, clock: parts.clock });
+    this.gossip = new CheckpointGossip({
+      orgId: parts.config.orgId,
+      ledger: parts.ledger,
+      client: this.members,
+      log: parts.log,
+      onFork: (message) => this.raiseForkAlarm(message),
+    });
     this.repository = new LedgeredRepository({
       store: parts.records,
       ledger: parts.ledger,
@@ -239,7 +266,76 @@ export class HealthledgerNode {
         notifyEmergency: (patient, event) => this.notifyEmergency(patient, event),
       },
     );
+    this.exchange = new NetworkExchange({
+      orgId: parts.config.orgId,
+      ledger: parts.ledger,
+      access: this.access,
+      repository: this.repository,
+      client: this.members,
+      clock: parts.clock,
+      patientIds: () => parts.records.currentIds('Patient'),
+      pseudonymOf: (id) => patientPseudonym(parts.pseudonymKey, id),
+      waitForTreeSize: (size, ms) => this.waitForTreeSize(size, ms),
+      onFork: (message) => this.raiseForkAlarm(message),
+    });
     this.loop = this.applyLoop();
+    this.gossip.start();
+  }
+
+  /** The fork alarm, if raised (DESIGN.md §1): two different roots were seen for one tree size. */
+  get forkAlarm(): { message: string; atMs: number } | null {
+    return this.forkAlarmValue;
+  }
+
+  /** Raises the fork alarm: kept across restarts, logged, and every write is refused until it is cleared. */
+  raiseForkAlarm(message: string): void {
+    if (this.forkAlarmValue) return;
+    this.forkAlarmValue = { message: message.slice(0, 500), atMs: Date.now() };
+    this.store.setMeta('fork-alarm', JSON.stringify(this.forkAlarmValue));
+    this.log.error({ alarm: this.forkAlarmValue }, 'FORK ALARM: two different ledger roots for one tree size; writes are refused until an operator clears the alarm');
+  }
+
+  /** Clears the fork alarm (an operator's decision, after investigating). */
+  clearForkAlarm(): void {
+    this.forkAlarmValue = null;
+    this.store.setMeta('fork-alarm', 'null');
+  }
+
+  /**
+   * Cosigns a member's checkpoint (`POST /exchange/v1/checkpoint`), first waiting up to 2 s for this node
+   * to apply as much of the ledger. On a fork, raises the alarm and answers 409 with this node's own note.
+   */
+  async receiveCheckpoint(note: string): Promise<{ status: 200 | 409; note: string }> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return { status: 200, note: this.ledger.cosign(note).note };
+      } catch (err) {
+        if (isHlError(err) && (err as HlError).code === 'pushback' && attempt === 0) {
+          const size = Number(/\n(\d+)\n/.exec(note)?.[1] ?? 0);
+          await this.waitForTreeSize(size, 2000);
+          continue;
+        }
+        if (isHlError(err) && (err as HlError).code === 'fork') {
+          this.raiseForkAlarm((err as Error).message);
+          const size = Number(/\n(\d+)\n/.exec(note)![1]);
+          return { status: 409, note: this.ledger.ownCheckpointAt(size) };
+        }
+        throw err;
+      }
+    }
+  }
+
+  /** Resolves once the tree has `size` entries; `pushback` after `ms`. */
+  waitForTreeSize(size: number, ms: number): Promise<void> {
+    if (this.ledger.treeSize >= size) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const waiter = { size, resolve: () => (clearTimeout(timer), resolve()) };
+      const timer = setTimeout(() => {
+        this.treeWaiters = this.treeWaiters.filter((w) => w !== waiter);
+        reject(new HlError('pushback', `this node has applied ${this.ledger.treeSize} ledger entries, not yet ${size}; retry shortly`));
+      }, ms);
+      this.treeWaiters.push(waiter);
+    });
   }
 
   private async applyLoop(): Promise<void> {
@@ -249,7 +345,10 @@ export class HealthledgerNode {
         const invalid = receipts.filter((r) => !r.valid).length;
         this.log.debug({ height: batch.height, txs: receipts.length, invalid }, 'block applied');
         // Sign once the orderer has nothing more queued, so a burst of blocks costs one signature.
-        if (this.orderer.lastHeight() === batch.height) this.ledger.signCheckpoint();
+        if (this.orderer.lastHeight() === batch.height) {
+          this.ledger.signCheckpoint();
+          this.gossip.announce();
+        }
         this.releaseWaiters();
       }
     } catch (err) {
@@ -262,6 +361,11 @@ export class HealthledgerNode {
   }
 
   private releaseWaiters(): void {
+    if (this.treeWaiters.length > 0) {
+      const grown = this.treeWaiters.filter((w) => w.size <= this.ledger.treeSize);
+      this.treeWaiters = this.treeWaiters.filter((w) => w.size > this.ledger.treeSize);
+      for (const w of grown) w.resolve();
+    }
     const ready = this.appliedWaiters.filter((w) => w.height <= this.ledger.height);
     this.appliedWaiters = this.appliedWaiters.filter((w) => w.height > this.ledger.height);
     for (const w of ready) w.resolve();
@@ -279,6 +383,9 @@ export class HealthledgerNode {
    * A tx that fails the admission check is rejected before ordering (nothing is stored).
    */
   async submit(txs: Uint8Array[]): Promise<TxReceipt[]> {
+    if (this.forkAlarmValue) {
+      throw new HlError('fork', `writes are refused: fork alarm (${this.forkAlarmValue.message}); an operator must investigate and clear it`);
+    }
     if (txs.length >= 16) this.pool ??= new Ed25519VerifierPool();
     const parsed = await this.ledger.precheckAll(txs, this.pool ?? undefined);
     const { height } = await this.orderer.submit(parsed.map((p) => p.bytes));
@@ -405,8 +512,9 @@ export class HealthledgerNode {
   async close(): Promise<void> {
     // Audit entries of the last requests are committed before the node stops.
     await this.access.flushAudit();
+    await this.gossip.stop();
     this.abort.abort();
-    await this.orderer.close();
+    if (this.ownsOrderer) await this.orderer.close();
     await this.loop;
     await this.pool?.close();
     await closeRecordStore(this.records);
@@ -424,7 +532,14 @@ async function closeRecordStore(records: RecordStore): Promise<void> {
  * Opens the node in `dataDir` and starts applying ordered batches (catching up on any not yet applied).
  * Holds the data directory's lock until `close()`: `conflict` if a node or a key rotation already uses it.
  */
-export async function openNode(options: { dataDir: string; clock?: Clock; log?: Logger; database?: string }): Promise<HealthledgerNode> {
+export async function openNode(options: {
+  dataDir: string;
+  clock?: Clock;
+  log?: Logger;
+  database?: string;
+  /** An orderer shared by several nodes of this process (the demo network); by default the node's own LocalOrderer. */
+  orderer?: Orderer;
+}): Promise<HealthledgerNode> {
   const dataDir = resolve(options.dataDir);
   const config = readConfig(dataDir);
   const keyPair = readOrgKey(dataDir);
@@ -459,10 +574,10 @@ export async function openNode(options: { dataDir: string; clock?: Clock; log?: 
     throw err;
   }
   let pseudonymKey: Uint8Array;
-  let orderer: LocalOrderer;
+  let orderer: Orderer;
   try {
     pseudonymKey = readSecret(dataDir, files.pseudonymKey, 'pseudonym key', true);
-    orderer = new LocalOrderer({ file: join(dataDir, config.ordererLog), proposer: config.orgId, clock });
+    orderer = options.orderer ?? new LocalOrderer({ file: join(dataDir, config.ordererLog), proposer: config.orgId, clock });
   } catch (err) {
     await closeRecordStore(records);
     store.close();
@@ -481,9 +596,11 @@ export async function openNode(options: { dataDir: string; clock?: Clock; log?: 
     pseudonymKey,
     clock,
     lock,
+    ownsOrderer: options.orderer === undefined,
   });
   try {
     await node.waitForHeight(orderer.lastHeight());
+    await startFromGenesis(node, readGenesisTx(dataDir));
     await node.recoverPendingRecords();
   } catch (err) {
     await node.close();
@@ -726,13 +843,9 @@ export interface InitResult {
   verifierKey: string;
 }
 
-/**
- * Creates a new organization and single-member network in `dataDir`: org key, key-encryption key, config,
- * the signed genesis tx, and block 0 with its first checkpoint. Refuses a directory that already holds a node.
- */
-export async function initNode(options: { org: string; dataDir: string; clock?: Clock }): Promise<InitResult> {
-  const dataDir = resolve(options.dataDir);
-  const orgId = orgIdFromName(options.org);
+/** Creates an organization's keys and config in `dataDir` (no ledger yet). */
+function createOrgDir(org: string, dataDir: string, origin: string): { config: NodeConfig; keyPair: Ed25519KeyPair } {
+  const orgId = orgIdFromName(org);
   if (existsSync(join(dataDir, files.config))) {
     throw new HlError('conflict', `${dataDir} already holds a Healthledger node; refusing to overwrite its keys`);
   }
@@ -741,29 +854,122 @@ export async function initNode(options: { org: string; dataDir: string; clock?: 
   writeFileSync(join(dataDir, files.orgKey), exportPem(keyPair.privateKey), { mode: 0o600 });
   chmodSync(join(dataDir, files.orgKey), 0o600);
   writeFileSync(join(dataDir, files.kek), `${toBase64(generateAesKey())}\n`, { mode: 0o600 });
-  const origin = `healthledger.local/net-${toHex(randomBytes(8))}`;
-  const genesis = signTx(
-    {
-      type: TxType.networkGenesis,
-      body: { origin, orgs: [{ id: orgId, name: options.org, publicKey: exportPublicJwk(keyPair.publicKey).x }] },
-      signer: { kind: 'org', id: orgId, keyId: keyPair.keyId },
-      time: new Date((options.clock ?? systemClock).nowMs()).toISOString(),
-    },
-    keyPair.privateKey,
-  );
-  writeFileSync(join(dataDir, files.genesis), `${JSON.stringify(genesis.envelope, null, 2)}\n`);
-  const config: NodeConfig = { version: 1, orgId, name: options.org, origin, database: 'ledger.sqlite', ordererLog: 'orderer.sqlite' };
+  const config: NodeConfig = { version: 1, orgId, name: org, origin, database: 'ledger.sqlite', ordererLog: 'orderer.sqlite' };
   writeFileSync(join(dataDir, files.config), `${JSON.stringify(config, null, 2)}\n`);
+  return { config, keyPair };
+}
 
-  const node = await openNode({ dataDir, clock: options.clock });
+/**
+ * Creates a new organization and single-member network in `dataDir`: org key, key-encryption key, config,
+ * the signed genesis tx, and block 0 with its first checkpoint. Refuses a directory that already holds a node.
+ * With `join`, only the keys and config: the node waits for a network genesis (`createGenesis`, then
+ * `start --genesis FILE`).
+ */
+export async function initNode(options: { org: string; dataDir: string; clock?: Clock; join?: boolean }): Promise<InitResult> {
+  const dataDir = resolve(options.dataDir);
+  const clock = options.clock ?? systemClock;
+  const origin = `healthledger.local/net-${toHex(randomBytes(8))}`;
+  const { config, keyPair } = createOrgDir(options.org, dataDir, options.join ? '' : origin);
+  if (options.join) return { config, dataDir, keyId: keyPair.keyId, checkpoint: '', verifierKey: '' };
+  const genesis = signGenesis(keyPair, config, origin, [memberDescriptorOf(config, keyPair)], clock);
+  writeFileSync(join(dataDir, files.genesis), `${JSON.stringify(genesis.envelope, null, 2)}\n`);
+  const node = await openNode({ dataDir, clock });
   try {
-    const [receipt] = await node.submit([genesis.bytes]);
-    if (!receipt?.valid) throw new HlError('exception', `genesis was not accepted: ${receipt?.error ?? 'unknown'}`);
-    const checkpoint = node.ledger.signCheckpoint();
+    const checkpoint = node.ledger.finalCheckpoint()!.note;
     return { config, dataDir, keyId: keyPair.keyId, checkpoint, verifierKey: node.ledger.verifierKey() };
   } finally {
     await node.close();
   }
+}
+
+function memberDescriptorOf(config: NodeConfig, keyPair: Ed25519KeyPair, url?: string): OrgDescriptor {
+  return { id: config.orgId, name: config.name, publicKey: exportPublicJwk(keyPair.publicKey).x, ...(url ? { url } : {}) };
+}
+
+function signGenesis(keyPair: Ed25519KeyPair, config: NodeConfig, origin: string, orgs: OrgDescriptor[], clock: Clock): ParsedTx {
+  return signTx(
+    {
+      type: TxType.networkGenesis,
+      body: { origin, orgs: orgs as unknown as Record<string, unknown>[] },
+      signer: { kind: 'org', id: config.orgId, keyId: keyPair.keyId },
+      time: new Date(clock.nowMs()).toISOString(),
+    },
+    keyPair.privateKey,
+  );
+}
+
+/** This organization as a network genesis lists it: id, name, public key and (optionally) its node's URL. */
+export function memberDescriptor(dataDir: string, url?: string): OrgDescriptor {
+  const config = readConfig(dataDir);
+  if (url !== undefined && !/^https?:\/\/[^\s/?#]+(\/[^\s?#]*[^\s?#/])?$/.test(url)) throw new HlError('invalid', '--url must be an http(s) base URL without a trailing slash');
+  return memberDescriptorOf(config, readOrgKey(resolve(dataDir)), url);
+}
+
+/**
+ * A network genesis (DESIGN.md §1): founded by the organization of `dataDir` (listed first, signing it)
+ * with the other `members`; `origin` names the network in every checkpoint. Every node starts from it
+ * (`start --genesis FILE`).
+ */
+export function createGenesis(options: { dataDir: string; origin: string; url?: string; members: OrgDescriptor[]; clock?: Clock }): TxEnvelope {
+  const dataDir = resolve(options.dataDir);
+  const config = readConfig(dataDir);
+  const keyPair = readOrgKey(dataDir);
+  if (!/^[\x21-\x7e]{1,200}$/.test(options.origin)) throw new HlError('invalid', 'the network origin must be printable ASCII without spaces');
+  const orgs = [memberDescriptorOf(config, keyPair, options.url), ...options.members.filter((m) => m.id !== config.orgId)];
+  const tx = signGenesis(keyPair, config, options.origin, orgs, options.clock ?? systemClock);
+  // The ledger's own rules decide whether it is a valid genesis, now rather than at first start.
+  const probe = new LedgerState();
+  const issues = validateTx(tx, probe, { height: 0, position: 0, blockTimeMs: Date.parse(tx.envelope.time) });
+  if (issues.length > 0) throw new HlError('invalid', `not a valid genesis: ${issues.map((i) => `${i.expression}: ${i.message}`).join('; ')}`, { issues });
+  return tx.envelope;
+}
+
+/**
+ * Makes `genesis` this node's network: it must list this organization with its key, and the node must not
+ * have a ledger yet (or already have this very genesis). Writes `genesis.json` and the origin into the config.
+ */
+export function adoptGenesis(dataDir: string, genesis: TxEnvelope): void {
+  const dir = resolve(dataDir);
+  const config = readConfig(dir);
+  const tx = parseTx(JSON.stringify(genesis));
+  if (tx.envelope.type !== TxType.networkGenesis) throw new HlError('invalid', 'the genesis file does not hold a network.genesis tx');
+  const orgs = (tx.envelope.body.orgs ?? []) as OrgDescriptor[];
+  const self = Array.isArray(orgs) ? orgs.find((o) => o?.id === config.orgId) : undefined;
+  if (!self || self.publicKey !== exportPublicJwk(readOrgKey(dir).publicKey).x) {
+    throw new HlError('forbidden', `the genesis does not list ${config.orgId} with this node's key`);
+  }
+  const genesisFile = join(dir, files.genesis);
+  if (existsSync(genesisFile)) {
+    const current = parseTx(JSON.stringify(readJson<TxEnvelope>(genesisFile, 'genesis file')));
+    if (current.id === tx.id) return;
+    if (existsSync(join(dir, config.database))) throw new HlError('conflict', `${dir} already belongs to another network (its genesis differs)`);
+  }
+  writeFileSync(genesisFile, `${JSON.stringify(tx.envelope, null, 2)}\n`);
+  writeFileSync(join(dir, files.config), `${JSON.stringify({ ...config, origin: tx.envelope.body.origin as string }, null, 2)}\n`);
+}
+
+/**
+ * Block 0 must be the network's genesis: the founder (its signer) orders it when the ordering service is
+ * empty; every other node waits for it. `conflict` when the ordering service holds another network's.
+ */
+async function startFromGenesis(node: HealthledgerNode, genesis: ParsedTx): Promise<void> {
+  if (node.ledger.height < 0) {
+    if (node.orderer.lastHeight() < 0 && genesis.envelope.signer.id === node.config.orgId) {
+      const [receipt] = await node.submit([genesis.bytes]);
+      if (!receipt?.valid) throw new HlError('invalid', `the genesis was not accepted: ${receipt?.error ?? 'unknown'}`);
+    } else {
+      node.log.warn({ founder: genesis.envelope.signer.id }, 'waiting for the network genesis (block 0) from the ordering service');
+      await node.waitForHeight(0);
+    }
+  }
+  const first = node.ledger.store.blockTxs(0)[0];
+  if (first?.txId !== genesis.id) throw new HlError('conflict', "the ordering service holds another network's genesis than this node's genesis.json");
+}
+
+function readGenesisTx(dataDir: string): ParsedTx {
+  const file = join(resolve(dataDir), files.genesis);
+  if (!existsSync(file)) throw new HlError('not-found', `no network genesis at ${file}: start with --genesis FILE`);
+  return parseTx(JSON.stringify(readJson<TxEnvelope>(file, 'genesis file')));
 }
 
 /** Reads the genesis tx distributed with the node. */
@@ -817,12 +1023,20 @@ export async function startNode(options: {
    * advertises, the `aud` a client assertion must name and the origin a patient's login signature names.
    */
   publicUrl?: string;
+  /** An orderer shared with other nodes of this process (the demo network). */
+  orderer?: Orderer;
 }): Promise<RunningNode> {
   const clock = options.clock ?? systemClock;
   const log = options.log ?? createLogger();
   // Index the R4 definitions now (about a second) rather than on the first request.
   loadDefinitions();
-  const node = await openNode({ dataDir: options.dataDir, clock, log, ...(options.database ? { database: options.database } : {}) });
+  const node = await openNode({
+    dataDir: options.dataDir,
+    clock,
+    log,
+    ...(options.database ? { database: options.database } : {}),
+    ...(options.orderer ? { orderer: options.orderer } : {}),
+  });
   let server: FastifyInstance;
   let publicUrl = options.publicUrl?.replace(/\/+$/, '');
   try {
@@ -847,6 +1061,12 @@ export async function startNode(options: {
       consents: { ledger: node.ledger, nowMs: () => clock.nowMs(), submitPatientTx: (bytes) => node.submitPatientTx(bytes) },
       auditRefusal: (refusal) => node.access.auditRefusal(refusal),
       auth: smartAuthOf(node, clock, () => publicUrl!),
+      exchange: {
+        receiveCheckpoint: (note) => node.receiveCheckpoint(note),
+        isOtherMember: (org) => org !== node.config.orgId && node.ledger.state.members.has(org),
+        everything: (request, ctx) => node.exchange.everythingAsCustodian(request, ctx),
+        networkEverything: (ctx, patient) => node.exchange.networkEverything(ctx, patient),
+      },
     });
     await server.listen({ port: options.port ?? 8080, host: options.host ?? '127.0.0.1' });
   } catch (err) {
@@ -1108,4 +1328,101 @@ export async function addStaffUser(options: { dataDir: string; username: string;
 /** A patient's base64url signature to sign in at a node (`origin`, e.g. `https://node.example.org`) with `challenge`. */
 export function signPatientLogin(key: PatientKey, origin: string, challenge: string): string {
   return toBase64Url(signEd25519(key.privateKey, patientLoginMessage(origin, challenge)));
+}
+
+/** One organization of a network started in this process. */
+export interface NetworkOrg {
+  name: string;
+  /** Port its node listens on (0: any free port, found before the genesis names its URL). */
+  port?: number;
+}
+
+/** A network of several organizations running in this process (the demo, tests). */
+export interface LocalNetwork {
+  nodes: RunningNode[];
+  genesis: TxEnvelope;
+  close(): Promise<void>;
+}
+
+async function freePort(host: string): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+/**
+ * Starts a network of `orgs` in this process: each organization gets a data directory under `dir` (made with
+ * `init --join` on first use, reused afterwards), the first founds the network (genesis listing every
+ * member with its node URL), and every node serves HTTP on 127.0.0.1. Ordering is one LocalOrderer shared
+ * by the nodes (`dir/orderer.sqlite`) unless `orderer` makes one per node (e.g. an EtcdOrderer).
+ */
+export async function startLocalNetwork(options: {
+  dir: string;
+  orgs: NetworkOrg[];
+  clock?: Clock;
+  log?: Logger;
+  host?: string;
+  origin?: string;
+  orderer?: (orgId: string) => Orderer;
+}): Promise<LocalNetwork> {
+  const dir = resolve(options.dir);
+  const host = options.host ?? '127.0.0.1';
+  const clock = options.clock ?? systemClock;
+  mkdirSync(dir, { recursive: true });
+  const dirs = options.orgs.map((o) => join(dir, orgIdFromName(o.name)));
+  const fresh = !existsSync(join(dirs[0]!, files.genesis));
+  const ports: number[] = [];
+  for (const [i, o] of options.orgs.entries()) {
+    if (!existsSync(join(dirs[i]!, files.config))) await initNode({ org: o.name, dataDir: dirs[i]!, clock, join: true });
+    ports.push(o.port || (fresh ? await freePort(host) : 0));
+  }
+  let genesis: TxEnvelope;
+  if (fresh) {
+    const urls = ports.map((p) => `http://${host}:${p}`);
+    genesis = createGenesis({
+      dataDir: dirs[0]!,
+      origin: options.origin ?? `healthledger.local/demo-${toHex(randomBytes(6))}`,
+      url: urls[0]!,
+      members: dirs.slice(1).map((d, i) => memberDescriptor(d, urls[i + 1])),
+      clock,
+    });
+    for (const d of dirs) adoptGenesis(d, genesis);
+  } else genesis = readGenesis(dirs[0]!);
+  const listed = (genesis.body.orgs as OrgDescriptor[]) ?? [];
+  const shared = options.orderer ? null : new LocalOrderer({ file: join(dir, 'orderer.sqlite'), proposer: 'local-orderer', clock });
+  const nodes: RunningNode[] = [];
+  const own: Orderer[] = [];
+  const closeAll = async () => {
+    for (const n of [...nodes].reverse()) await n.close();
+    for (const o of own) await o.close();
+    await shared?.close();
+  };
+  try {
+    for (const [i, d] of dirs.entries()) {
+      const config = readConfig(d);
+      const url = listed.find((o) => o.id === config.orgId)?.url;
+      const port = url ? Number(new URL(url).port) : ports[i]!;
+      nodes.push(
+        await startNode({
+          dataDir: d,
+          port,
+          host,
+          clock,
+          ...(options.log ? { log: options.log } : {}),
+          ...(url ? { publicUrl: url } : {}),
+          orderer: shared ?? own[own.push(options.orderer!(config.orgId)) - 1]!,
+        }),
+      );
+    }
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+  return { nodes, genesis, close: closeAll };
 }

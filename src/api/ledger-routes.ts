@@ -12,8 +12,8 @@ import { intParam } from './params.js';
 const maxEntries = 256;
 
 function servedTreeSize(ledger: Ledger): { note: string; treeSize: number } {
-  const latest = ledger.latestCheckpointWithSize();
-  if (!latest) throw new HlError('not-found', 'the ledger has no checkpoint yet');
+  const latest = ledger.finalCheckpoint();
+  if (!latest) throw new HlError('not-found', 'the ledger has no final checkpoint yet (one a majority of the members signed)');
   return latest;
 }
 
@@ -36,6 +36,7 @@ export function registerLedgerRoutes(app: FastifyInstance, ledger: Ledger): void
       id: m.id,
       name: m.name,
       keyId: m.keyId,
+      ...(m.url === undefined ? {} : { url: m.url }),
       verifierKey: formatVerifierKey(sha256, m.id, SignatureType.ed25519, m.publicKey),
     })),
   }));

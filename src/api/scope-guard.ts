@@ -306,6 +306,8 @@ const routes: Record<string, (req: FastifyRequest, p: Params) => Check[]> = {
   'DELETE /fhir/:type/:id': (_req, p) => [{ resourceType: p.type!, interaction: 'd', target: { kind: 'instance', id: p.id! }, what: `delete ${p.type}/${p.id}` }],
   'DELETE /fhir/:type': (_req, p) =>
     (['d', 's'] as const).map((interaction) => ({ resourceType: p.type!, interaction, target: { kind: 'type' }, what: `conditional delete ${p.type}` })),
+  // Everything of a patient from every custodian: only unrestricted user/ or system/ read scopes.
+  'POST /fhir/Patient/$network-everything': () => [{ resourceType: '*', interaction: 'r', target: { kind: 'type' }, what: 'Patient/$network-everything' }],
   'GET /fhir/Patient/:id/$everything': (_req, p) => [
     { resourceType: 'Patient', interaction: 'r', target: { kind: 'instance', id: p.id! }, what: `Patient/${p.id}/$everything` },
     { resourceType: '*', interaction: 'r', target: { kind: 'everything', id: p.id! }, what: `Patient/${p.id}/$everything` },

@@ -16,6 +16,7 @@ import { isOwnStaff, type AccessContext } from '../repository/index.js';
 import { registerConsentRoutes, type ConsentRouteDeps } from './consent-routes.js';
 import { registerAuthRoutes, type AuthApiDeps } from './auth-routes.js';
 import { registerScopeGuard } from './scope-guard.js';
+import { registerExchangeRoutes, type ExchangeRouteDeps } from './exchange-routes.js';
 
 /** What the API needs from the node. */
 export interface ApiDeps {
@@ -41,6 +42,8 @@ export interface ApiDeps {
     reason: string;
     address?: string;
   }) => void;
+  /** Node-to-node routes (/exchange/v1) and $network-everything; without them those routes answer 404. */
+  exchange?: ExchangeRouteDeps;
   /** SMART on FHIR (/auth, /.well-known/smart-configuration) and what the scope guard reads; without it /auth answers 404. */
   auth?: AuthApiDeps;
 }
@@ -56,7 +59,7 @@ declare module 'fastify' {
 }
 
 /** Paths whose refusals (4xx) are audited: the FHIR API, patient tx submission and the OAuth endpoints. */
-const auditedRefusal = /^\/(?:fhir(?:\/|$)|ledger\/tx$|auth\/(?:token|authorize)$)/;
+const auditedRefusal = /^\/(?:fhir(?:\/|$)|ledger\/tx$|auth\/(?:token|authorize)$|exchange\/v1\/everything$)/;
 
 /** Builds (does not start) the node's HTTP server. */
 export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
@@ -84,7 +87,8 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   const tokens = new TokenVerifier({ orgId: deps.orgId, publicKey: deps.publicKey });
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0]!;
-    if (!path.startsWith('/fhir') || path === '/fhir/metadata' || path === '/fhir/.well-known/smart-configuration') return;
+    const needsToken = (path.startsWith('/fhir') && path !== '/fhir/metadata' && path !== '/fhir/.well-known/smart-configuration') || path === '/exchange/v1/everything';
+    if (!needsToken) return;
     const header = req.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer ([A-Za-z0-9._-]+)$/.exec(header) : null;
     if (!match) throw new HlError('login', 'a bearer token is required (run: healthledger token --data DIR)');
@@ -125,5 +129,6 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   }
   if (deps.consents) registerConsentRoutes(app, deps.consents);
   if (deps.fhir) registerFhirRoutes(app, { ...deps.fhir, accessContextOf: (req) => (req.accessContext ??= accessContextOf(req, deps.orgId)) });
+  if (deps.exchange) registerExchangeRoutes(app, deps.exchange, (req) => (req.accessContext ??= accessContextOf(req, deps.orgId)));
   return app;
 }

@@ -301,7 +301,7 @@ export class AuthorizationServer {
     if (typeof iss !== 'string') throw new OAuthError(OAuthErrorCode.invalidClient, 'client_assertion has no iss (the client_id)');
     const clientIdParam = single(params, 'client_id');
     if (clientIdParam !== undefined && clientIdParam !== iss) throw new OAuthError(OAuthErrorCode.invalidClient, 'client_id differs from the client_assertion iss');
-    const client = await this.deps.registry.client(iss);
+    const client = (await this.deps.registry.client(iss)) ?? this.memberClient(iss);
     if (client === undefined) throw new OAuthError(OAuthErrorCode.invalidClient, 'unknown client');
     if (client.kind !== 'backend') throw new OAuthError(OAuthErrorCode.unauthorizedClient, 'this client may not use client_credentials');
     const used = await this.verifyAssertion(client, assertion);
@@ -313,6 +313,15 @@ export class AuthorizationServer {
     this.rememberAssertion(client.clientId, used);
     const scope = formatScopes(granted);
     return { access_token: await this.accessToken({ kind: 'system', client }, scope, client.clientId), token_type: 'Bearer', expires_in: accessTokenTtlSeconds, scope };
+  }
+
+  /**
+   * Every other member organization's node is a backend client without registration (DESIGN.md §8): its
+   * client_id is its organization id and its assertions verify with its member key on the ledger, read-only.
+   */
+  private memberClient(clientId: string): BackendClient | undefined {
+    if (clientId === this.deps.orgId || this.deps.memberKey(clientId) === undefined) return undefined;
+    return { kind: 'backend', clientId, name: `member node ${clientId}`, org: clientId, scope: 'system/*.rs' };
   }
 
   /** Verifies a private_key_jwt assertion (SMART client-confidential-asymmetric.html); returns its jti and expiry. */

@@ -7,6 +7,7 @@ import { equalBytes, toHex } from '../kernel/index.js';
 import { canonicalBytes, importEd25519PublicKey, sha256, verifyEd25519, type Ed25519VerifierPool } from '../crypto/index.js';
 import { blockHash, genesisPrevHash, txsHash, type BlockHeader, type StoredTx } from './block.js';
 import { VerifiedSignatures, keysIntroducedBy } from './contracts.js';
+import { nodeEd25519Verify } from './cosign.js';
 import { applyTxAt, nodeHasher } from './ledger.js';
 import { MerkleFrontier, rootHash, type MerkleNode } from './merkle/index.js';
 import { SignatureType, noteKeyId, parseCheckpoint, verifyNote, type NoteVerifierKey } from './note.js';
@@ -34,15 +35,6 @@ export interface AuditReport {
   treeSize: number;
   root: string;
   problem?: AuditProblem;
-}
-
-/** Ed25519 verify on raw keys with node:crypto (for notes). */
-export function nodeEd25519Verify(publicKey: Uint8Array, message: Uint8Array, sig: Uint8Array): boolean {
-  try {
-    return verifyEd25519(importEd25519PublicKey(publicKey), message, sig);
-  } catch {
-    return false;
-  }
 }
 
 class Found extends Error {

@@ -24,7 +24,12 @@ export interface OrgDescriptor {
   name: string;
   /** base64url raw Ed25519 public key (the JWK `x`). */
   publicKey: string;
+  /** Where its node answers other members (FHIR at `${url}/fhir`, node-to-node at `${url}/exchange/v1`). */
+  url?: string;
 }
+
+/** An http(s) base URL without query, fragment or trailing slash. */
+const nodeUrl = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*[^\s?#/])?$/;
 
 /** A member's signature approving a governance proposal. */
 export interface Approval {
@@ -49,6 +54,9 @@ function checkOrgDescriptor(value: unknown, at: string, issues: Issue[]): value 
   const o = value as Record<string, unknown>;
   if (typeof o.id !== 'string' || !isOrgId(o.id)) issues.push(issue(`${at}.id`, 'must be an organization id'));
   if (typeof o.name !== 'string' || o.name.length === 0 || o.name.length > 200) issues.push(issue(`${at}.name`, 'must be a name'));
+  if (o.url !== undefined && (typeof o.url !== 'string' || o.url.length > 500 || !nodeUrl.test(o.url))) {
+    issues.push(issue(`${at}.url`, 'must be an http(s) base URL without a trailing slash'));
+  }
   if (typeof o.publicKey !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(o.publicKey)) {
     issues.push(issue(`${at}.publicKey`, 'must be a base64url Ed25519 public key'));
   } else {
@@ -65,7 +73,7 @@ function checkOrgDescriptor(value: unknown, at: string, issues: Issue[]): value 
 export function memberFromDescriptor(org: OrgDescriptor): Member {
   const publicKey = fromBase64Url(org.publicKey);
   const key = importEd25519PublicKey(publicKey);
-  return { id: org.id, name: org.name, publicKey, keyId: ed25519KeyId(key), key };
+  return { id: org.id, name: org.name, publicKey, keyId: ed25519KeyId(key), key, ...(org.url === undefined ? {} : { url: org.url }) };
 }
 
 /** A patient's network id from their raw Ed25519 public key: `pat-` + base32(SHA-256(key))[0..26]. */
@@ -624,7 +632,8 @@ export function validateTx(tx: ParsedTx, state: LedgerState, ctx: TxContext, sig
   }
   const t = Date.parse(tx.envelope.time);
   if (t > ctx.blockTimeMs + txMaxSkewMs) issues.push(issue('time', 'tx time is in the future of its block'));
-  if (t < ctx.blockTimeMs - txMaxAgeMs) issues.push(issue('time', 'tx is too old to be included'));
+  // A genesis is made offline, before any node runs: only its place (block 0, first) limits it.
+  if (t < ctx.blockTimeMs - txMaxAgeMs && tx.envelope.type !== TxType.networkGenesis) issues.push(issue('time', 'tx is too old to be included'));
   if (state.hasSeen(tx.id)) issues.push(issue('$', 'duplicate tx (replay)', 'conflict'));
   rule(tx, { state, ctx, issues, signatures });
   return issues;

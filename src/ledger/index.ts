@@ -5,7 +5,8 @@
  * May import: kernel, crypto. The browser-safe verifier is the separate entry `./verify.ts`
  * (package subpath `healthledger/verify`).
  */
-export { auditLedger, nodeEd25519Verify, type AuditOptions, type AuditProblem, type AuditReport } from './audit.js';
+export { memberNoteKeys, mergeCheckpoints, nodeEd25519Verify, verifyMemberCheckpoint, type SignedCheckpoint } from './cosign.js';
+export { auditLedger, type AuditOptions, type AuditProblem, type AuditReport } from './audit.js';
 export { blockHash, genesisPrevHash, txsHash, type BlockHeader, type OrderedBatch, type StoredTx } from './block.js';
 export {
   accessActions,

@@ -3,7 +3,8 @@
  * append), serves proofs and entries, and signs checkpoints. It never signs a checkpoint whose root it has
  * not recomputed from storage, nor one inconsistent with its previous checkpoint (DESIGN.md §3).
  */
-import { HlError, toHex, type Clock } from '../kernel/index.js';
+import { HlError, equalBytes, toHex, type Clock } from '../kernel/index.js';
+import { memberNoteKeys, mergeCheckpoints, verifyMemberCheckpoint, type SignedCheckpoint } from './cosign.js';
 import { rawPublicKey, sha256, signEd25519, type Ed25519KeyPair, type Ed25519VerifierPool } from '../crypto/index.js';
 import { preverifySignatures } from './preverify.js';
 import { blockHash, genesisPrevHash, txsHash, type BlockHeader, type OrderedBatch, type StoredTx } from './block.js';
@@ -101,6 +102,8 @@ export class Ledger {
   private headHeight: number;
   private broken: Error | null = null;
   private readonly signatures = new VerifiedSignatures();
+  /** The latest checkpoint a majority of the members signed. */
+  private final: { treeSize: number; note: string } | null = null;
 
   private constructor(store: LedgerStore, signer: LedgerSigner, clock: Clock) {
     this.store = store;
@@ -127,6 +130,7 @@ export class Ledger {
     const head = options.store.head();
     if (head) lastBlockTimeMs = Date.parse(options.store.block(head.height)!.header.time);
     ledger.state.pruneSeen(lastBlockTimeMs);
+    ledger.loadFinal();
     return ledger;
   }
 
@@ -239,7 +243,14 @@ export class Ledger {
         }
       }
     }
-    const text = formatCheckpoint({ origin: this.origin, treeSize: BigInt(size), rootHash: root, extensions: [] });
+    const note = this.signText(formatCheckpoint({ origin: this.origin, treeSize: BigInt(size), rootHash: root, extensions: [] }));
+    this.store.putCheckpoint(size, note);
+    this.noteSigned(size, note);
+    return note;
+  }
+
+  /** This node's signed note over checkpoint text. */
+  private signText(text: string): string {
     const signature = signNoteSignature(
       sha256,
       this.signer.orgId,
@@ -247,9 +258,72 @@ export class Ledger {
       (m) => signEd25519(this.signer.keyPair.privateKey, m),
       text,
     );
-    const note = formatSignedNote({ text, signatures: [signature] });
-    this.store.putCheckpoint(size, note);
+    return formatSignedNote({ text, signatures: [signature] });
+  }
+
+  /**
+   * Cosigns another member's checkpoint: checks its member signatures, recomputes this node's root at its
+   * size from storage and, when they match, merges its signatures with this node's own into the stored
+   * checkpoint of that size. Returns the merged checkpoint and whether a majority of members signed it.
+   * `pushback` while this node's tree is smaller than the checkpoint; `fork` when the roots differ (two
+   * different roots for one size: the caller raises the alarm); `forbidden` for a signature that is not a
+   * member's or does not verify.
+   */
+  cosign(note: string): SignedCheckpoint & { final: boolean } {
+    const incoming = verifyMemberCheckpoint(note, memberNoteKeys(this.state.members.values()));
+    if (incoming.origin !== this.origin) throw new HlError('invalid', `checkpoint origin "${incoming.origin}" is not this network's`);
+    if (incoming.treeSize > BigInt(this.frontier.size)) {
+      throw new HlError('pushback', `this node has ${this.frontier.size} entries, fewer than the checkpoint's ${incoming.treeSize}`);
+    }
+    const size = Number(incoming.treeSize);
+    const root = this.rootAt(size);
+    if (!equalBytes(root, incoming.rootHash)) {
+      throw new HlError(
+        'fork',
+        `two different roots for tree size ${size}: ${incoming.signers.join(', ')} signed ${toHex(incoming.rootHash)}, this node computed ${toHex(root)}`,
+      );
+    }
+    const own = verifyMemberCheckpoint(this.ownCheckpointAt(size), memberNoteKeys(this.state.members.values()));
+    const merged = mergeCheckpoints(own, incoming);
+    if (merged.note !== own.note) this.store.putCheckpoint(size, merged.note);
+    this.noteSigned(size, merged.note, merged.signers.length);
+    return { ...merged, final: merged.signers.length >= this.state.quorum() };
+  }
+
+  /**
+   * The checkpoint of this node's tree at `treeSize` with its own signature and every member signature
+   * gathered so far; signs (and stores) it first if this node has not. The root is recomputed from storage.
+   */
+  ownCheckpointAt(treeSize: number): string {
+    if (treeSize < 1 || treeSize > this.frontier.size) throw new HlError('not-found', `tree size ${treeSize} is not in this ledger`);
+    const keys = memberNoteKeys(this.state.members.values());
+    const stored = this.store.checkpoint(treeSize);
+    const current = stored === null ? null : verifyMemberCheckpoint(stored, keys);
+    if (current?.signers.includes(this.signer.orgId)) return current.note;
+    const text = formatCheckpoint({ origin: this.origin, treeSize: BigInt(treeSize), rootHash: this.rootAt(treeSize), extensions: [] });
+    const signed = verifyMemberCheckpoint(this.signText(text), keys);
+    const note = (current === null ? signed : mergeCheckpoints(current, signed)).note;
+    this.store.putCheckpoint(treeSize, note);
     return note;
+  }
+
+  /** Records a stored checkpoint as final when a majority signed it and it is the largest so far. */
+  private noteSigned(size: number, note: string, signers = 1): void {
+    if (signers < this.state.quorum() || (this.final !== null && this.final.treeSize > size)) return;
+    this.final = { treeSize: size, note };
+    this.store.setMeta('final-checkpoint', String(size));
+  }
+
+  private loadFinal(): void {
+    const size = this.store.getMeta('final-checkpoint');
+    const note = size === null ? null : this.store.checkpoint(Number(size));
+    if (note !== null) this.final = { treeSize: Number(size), note };
+    else if (this.state.quorum() === 1) this.final = this.store.latestCheckpoint();
+  }
+
+  /** The stored checkpoint for `treeSize` with every member signature gathered so far, or null. */
+  checkpointAt(treeSize: number): string | null {
+    return this.store.checkpoint(treeSize);
   }
 
   /** The latest signed checkpoint, or null before the first. */
@@ -257,9 +331,12 @@ export class Ledger {
     return this.store.latestCheckpoint()?.note ?? null;
   }
 
-  /** The latest signed checkpoint with the tree size it covers, or null before the first. */
-  latestCheckpointWithSize(): { note: string; treeSize: number } | null {
-    return this.store.latestCheckpoint();
+  /**
+   * The latest final checkpoint (signed by a majority of the members) with the tree size it covers, or
+   * null before the first. Proofs are served against it. In a one-member network every checkpoint is final.
+   */
+  finalCheckpoint(): { note: string; treeSize: number } | null {
+    return this.final;
   }
 
   /** RFC 9162 inclusion proof of `leafIndex` in the tree of `treeSize` (default: current). */

@@ -15,6 +15,8 @@ export interface Member {
   /** RFC 7638 thumbprint of the key. */
   keyId: string;
   key: KeyObject;
+  /** Base URL of its node, when the membership names one. */
+  url?: string;
 }
 
 /** A patient registered on the ledger (`patient.register`). */

@@ -6,6 +6,7 @@
  */
 export {
   LedgeredRepository,
+  commitmentsOf,
   resourceOf,
   type RecordCommitBody,
   type VersionCommitment,

@@ -496,7 +496,7 @@ export class LedgeredRepository {
     const [tx] = this.deps.committer.signAs('record.erase', [{ patient: this.deps.pseudonymOf(patientId), versionsErased: report.versionsErased, at: this.nowInstant() }]);
     const [receipt] = await this.deps.committer.submit([tx!]);
     if (!receipt!.valid || receipt!.leafIndex === null) throw new HlError('exception', `the ledger rejected the erasure receipt: ${receipt!.error ?? 'unknown'}`);
-    const latest = this.deps.ledger.latestCheckpointWithSize();
+    const latest = this.deps.ledger.finalCheckpoint();
     if (!latest || !(receipt!.leafIndex < latest.treeSize)) throw new HlError('pushback', 'the erasure is committed but not yet covered by a checkpoint; ask again for its proof');
     return {
       ...report,
@@ -731,7 +731,7 @@ export class LedgeredRepository {
     const v = await this.deps.store.readVersion(resourceType, id, versionId);
     const tx = this.checkedCommitment(v);
     if (!tx) throw new HlError('not-found', `${resourceType}/${id}/_history/${versionId} has no ledger commitment`);
-    const latest = this.deps.ledger.latestCheckpointWithSize();
+    const latest = this.deps.ledger.finalCheckpoint();
     if (!latest) throw new HlError('pushback', 'the ledger has not signed a checkpoint yet');
     if (!(tx.leafIndex < latest.treeSize)) throw new HlError('pushback', 'the commitment is not yet covered by a checkpoint; retry shortly');
     return {
@@ -741,6 +741,33 @@ export class LedgeredRepository {
       salt: v.salt,
       proof: this.deps.ledger.inclusionProof(tx.leafIndex, latest.treeSize),
       checkpoint: latest.note,
+    };
+  }
+
+  /**
+   * Proofs of many versions against one final checkpoint (cross-organization exchange, DESIGN.md §8): for
+   * each, its leaf, salt and inclusion proof, after checking the stored bytes against the commitment.
+   * `pushback` when the final checkpoint does not cover them all yet.
+   */
+  async proofs(versions: readonly { resourceType: string; id: string; versionId: string }[]): Promise<{
+    treeSize: number;
+    checkpoint: string;
+    proofs: { leafIndex: number; leaf: Uint8Array; salt: Uint8Array; proof: Uint8Array[] }[];
+  }> {
+    const found: { tx: StoredTx & { leafIndex: number }; salt: Uint8Array }[] = [];
+    for (const ref of versions) {
+      const v = await this.deps.store.readVersion(ref.resourceType, ref.id, ref.versionId);
+      const tx = this.checkedCommitment(v);
+      if (!tx) throw new HlError('not-found', `${ref.resourceType}/${ref.id}/_history/${ref.versionId} has no ledger commitment`);
+      found.push({ tx, salt: v.salt });
+    }
+    const final = this.deps.ledger.finalCheckpoint();
+    if (!final) throw new HlError('pushback', 'the ledger has no final checkpoint yet');
+    if (found.some((f) => !(f.tx.leafIndex < final.treeSize))) throw new HlError('pushback', 'some commitments are not yet covered by a final checkpoint');
+    return {
+      treeSize: final.treeSize,
+      checkpoint: final.note,
+      proofs: found.map((f) => ({ leafIndex: f.tx.leafIndex, leaf: f.tx.bytes, salt: f.salt, proof: this.deps.ledger.inclusionProof(f.tx.leafIndex, final.treeSize) })),
     };
   }
 

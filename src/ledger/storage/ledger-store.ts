@@ -45,6 +45,8 @@ export interface LedgerStore extends NodeReader {
   nodeCount(): number;
   putCheckpoint(treeSize: number, note: string): void;
   latestCheckpoint(): { treeSize: number; note: string } | null;
+  /** The stored checkpoint note for exactly `treeSize`, if any. */
+  checkpoint(treeSize: number): string | null;
   checkpoints(): Iterable<{ treeSize: number; note: string }>;
   getMeta(key: string): string | null;
   setMeta(key: string, value: string): void;

@@ -110,6 +110,7 @@ export class SqliteLedgerStore implements LedgerStore {
       entries: db.prepare('SELECT bytes FROM ledger_tx WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index').pluck(),
       putCheckpoint: db.prepare('INSERT OR REPLACE INTO ledger_checkpoint (tree_size, note) VALUES (?, ?)'),
       latestCheckpoint: db.prepare('SELECT tree_size, note FROM ledger_checkpoint ORDER BY tree_size DESC LIMIT 1'),
+      checkpoint: db.prepare('SELECT note FROM ledger_checkpoint WHERE tree_size = ?').pluck(),
       checkpoints: db.prepare('SELECT tree_size, note FROM ledger_checkpoint ORDER BY tree_size'),
       getMeta: db.prepare('SELECT value FROM ledger_meta WHERE key = ?').pluck(),
       setMeta: db.prepare('INSERT OR REPLACE INTO ledger_meta (key, value) VALUES (?, ?)'),
@@ -236,6 +237,10 @@ export class SqliteLedgerStore implements LedgerStore {
     } finally {
       this.db.pragma('synchronous = FULL');
     }
+  }
+
+  checkpoint(treeSize: number): string | null {
+    return (this.stmts.checkpoint.get(treeSize) as string | undefined) ?? null;
   }
 
   latestCheckpoint(): { treeSize: number; note: string } | null {

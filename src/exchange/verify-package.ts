@@ -1,0 +1,74 @@
+/**
+ * The requester's check of a custodian's answer (DESIGN.md §8): nothing a custodian sends is shown as valid
+ * unless its checkpoint carries the signatures of a majority of the members (and matches this node's own
+ * tree where this node has it), the entry's leaf is in that tree, the leaf is the custodian's `record.commit`
+ * of exactly that version of that patient's record, and `SHA-256(salt || bytes)` is the commitment.
+ */
+import { concatBytes, equalBytes, fromUtf8, toHex } from '../kernel/index.js';
+import { sha256 } from '../crypto/index.js';
+import { memberNoteKeys, parseTx, publicVerifier, verifyMemberCheckpoint, type Ledger } from '../ledger/index.js';
+import { commitmentsOf, type RecordCommitBody } from '../repository/index.js';
+import { unpackVersion, type EverythingPackage } from './protocol.js';
+
+/** A version that verified. */
+export interface VerifiedEntry {
+  resource: { resourceType: string; id: string } & Record<string, unknown>;
+  leafIndex: number;
+}
+
+/** What came of checking one custodian's answer. */
+export interface PackageVerdict {
+  entries: VerifiedEntry[];
+  /** Why entries (or the whole answer) failed, by reference only: never their data. */
+  failures: string[];
+  /** Set when the custodian's checkpoint disagrees with this node's own tree: a fork. */
+  fork?: string;
+}
+
+/** Checks every entry of `pkg`, expected from `custodian` about its record `pseudonym`, against `ledger`. */
+export function verifyPackage(pkg: EverythingPackage, ledger: Ledger, expected: { custodian: string; pseudonym: string }): PackageVerdict {
+  const failures: string[] = [];
+  const whole = (message: string): PackageVerdict => ({ entries: [], failures: [message] });
+  if (pkg.custodian !== expected.custodian) return whole(`the answer names custodian ${pkg.custodian}, not ${expected.custodian}`);
+  if (pkg.pseudonym !== expected.pseudonym) return whole('the answer is about another record than the one the ledger links');
+  let cp;
+  try {
+    cp = verifyMemberCheckpoint(pkg.checkpoint, memberNoteKeys(ledger.state.members.values()));
+  } catch (err) {
+    return whole(`the checkpoint does not verify: ${(err as Error).message}`);
+  }
+  if (cp.origin !== ledger.origin) return whole('the checkpoint is of another network');
+  if (cp.signers.length < ledger.state.quorum()) return whole(`the checkpoint is signed by ${cp.signers.length} members; ${ledger.state.quorum()} are needed`);
+  if (cp.treeSize !== BigInt(pkg.treeSize)) return whole('the checkpoint is not of the tree size the answer names');
+  if (pkg.treeSize <= ledger.treeSize && !equalBytes(ledger.rootAt(pkg.treeSize), cp.rootHash)) {
+    return { entries: [], failures: [`the checkpoint's root at size ${pkg.treeSize} differs from this node's`], fork: `members ${cp.signers.join(', ')} signed another root for tree size ${pkg.treeSize}` };
+  }
+  const entries: VerifiedEntry[] = [];
+  pkg.entries.forEach((packed, i) => {
+    let label = `entry ${i}`;
+    try {
+      const v = unpackVersion(packed);
+      const resource = JSON.parse(fromUtf8(v.content)) as VerifiedEntry['resource'] & { meta?: { versionId?: string } };
+      const versionId = resource.meta?.versionId;
+      if (typeof resource.resourceType !== 'string' || typeof resource.id !== 'string' || typeof versionId !== 'string') throw new Error('not a FHIR resource version');
+      label = `${resource.resourceType}/${resource.id}/_history/${versionId}`;
+      if (v.leafIndex >= pkg.treeSize) throw new Error('its leaf is beyond the checkpoint');
+      publicVerifier.verifyInclusion(BigInt(v.leafIndex), BigInt(pkg.treeSize), publicVerifier.leafHash(v.leaf), v.proof, cp.rootHash);
+      if (v.leafIndex < ledger.treeSize) {
+        const own = ledger.store.entry(v.leafIndex);
+        if (own === null || !equalBytes(own, v.leaf)) throw new Error("its leaf differs from this node's ledger");
+      }
+      const tx = parseTx(v.leaf).envelope;
+      if (tx.type !== 'record.commit' || tx.signer.kind !== 'org' || tx.signer.id !== expected.custodian) throw new Error("its leaf is not the custodian's record commitment");
+      const body = tx.body as RecordCommitBody;
+      if (body.patient !== expected.pseudonym) throw new Error("its commitment is not of the patient's record");
+      const committed = commitmentsOf(body).find((c) => c.resourceType === resource.resourceType && c.id === resource.id && c.versionId === versionId);
+      if (!committed) throw new Error('its leaf does not commit this version');
+      if (committed.commitment !== toHex(sha256(concatBytes(v.salt, v.content)))) throw new Error('its content does not match the commitment');
+      entries.push({ resource, leafIndex: v.leafIndex });
+    } catch (err) {
+      failures.push(`${label} from ${expected.custodian} failed verification: ${(err as Error).message}`);
+    }
+  });
+  return { entries, failures };
+}
