@@ -50,7 +50,7 @@ import { AccessGuard, GuardedRepository, LedgeredRepository, resourceOf, type Re
 import type { FastifyInstance } from 'fastify';
 
 /** Re-exported for the CLI, which reaches the other modules only through the composition root. */
-export { isHlError, isResourceType };
+export { isHlError, isResourceType, orgIdFromName, generatePatientBundle, type Orderer };
 /** The public verifier and RFC 8785 + SHA-256, for the CLI to check proofs as an outsider. */
 export { publicVerifier } from './ledger/index.js';
 export { canonicalJson, sha256 } from './crypto/index.js';
@@ -1085,7 +1085,10 @@ export async function startNode(options: {
     server,
     url: `http://${host}:${address.port}`,
     async close() {
+      // Requests in flight get 3 s to finish; a client that never reads its answer does not hold the stop.
+      const force = setTimeout(() => server.server.closeAllConnections(), 3000);
       await server.close();
+      clearTimeout(force);
       await node.close();
     },
   };

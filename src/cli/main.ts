@@ -23,6 +23,7 @@ import {
 } from '../node.js';
 import { runBench } from '../bench/index.js';
 import { importFiles } from './import.js';
+import { demoTour, startDemo } from './demo.js';
 import { RequestError } from './http.js';
 import { UsageError, fetchDisclosures, grantBody, grantConsent, linkPatient, registerPatient, revokeConsent, type GrantOptions } from './patient.js';
 
@@ -75,6 +76,34 @@ function buildProgram(out: (s: string) => void): Command {
           '',
         ].join('\n'),
       );
+    });
+
+  program
+    .command('demo')
+    .description('run three organizations (a hospital, a lab, a clinic) with synthetic patients in this process; print URLs, logins and a tour')
+    .option('--port <port>', 'first port: the nodes listen on P, P+1, P+2', '8080')
+    .option('--patients <n>', 'synthetic patients to seed on first run', '12')
+    .option('--data <dir>', 'where the network lives (reopened if it exists)', 'healthledger-demo')
+    .action(async (opts: { port: string; patients: string; data: string }) => {
+      if (!/^\d{1,5}$/.test(opts.port) || Number(opts.port) > 65533) throw new HlErrorForCli('--port must be a number from 0 to 65533');
+      if (!/^\d{1,5}$/.test(opts.patients) || Number(opts.patients) < 1 || Number(opts.patients) > 10000) throw new HlErrorForCli('--patients must be a number from 1 to 10000');
+      const bar = progressBar('seeding', 'patients');
+      let demo;
+      try {
+        demo = await startDemo({ port: Number(opts.port), patients: Number(opts.patients), dataDir: opts.data, onProgress: (d, t) => bar.update(d, t) });
+      } finally {
+        bar.stop();
+      }
+      out(demoTour(demo));
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          void demo.network.close().then(resolve);
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
     });
 
   program
