@@ -1344,6 +1344,8 @@ export interface NetworkOrg {
 export interface LocalNetwork {
   nodes: RunningNode[];
   genesis: TxEnvelope;
+  /** Stops node `index` (as a crash would leave its data: nothing is flushed beyond what it acknowledged) and starts it again. */
+  restart(index: number, options?: { whileDown?: () => Promise<void> }): Promise<RunningNode>;
   close(): Promise<void>;
 }
 
@@ -1406,26 +1408,30 @@ export async function startLocalNetwork(options: {
     for (const o of own) await o.close();
     await shared?.close();
   };
+  const orderers: Orderer[] = [];
+  const start = async (i: number): Promise<RunningNode> => {
+    const d = dirs[i]!;
+    const config = readConfig(d);
+    const url = listed.find((o) => o.id === config.orgId)?.url;
+    const port = url ? Number(new URL(url).port) : ports[i]!;
+    orderers[i] ??= shared ?? own[own.push(options.orderer!(config.orgId)) - 1]!;
+    return startNode({ dataDir: d, port, host, clock, ...(options.log ? { log: options.log } : {}), ...(url ? { publicUrl: url } : {}), orderer: orderers[i]! });
+  };
   try {
-    for (const [i, d] of dirs.entries()) {
-      const config = readConfig(d);
-      const url = listed.find((o) => o.id === config.orgId)?.url;
-      const port = url ? Number(new URL(url).port) : ports[i]!;
-      nodes.push(
-        await startNode({
-          dataDir: d,
-          port,
-          host,
-          clock,
-          ...(options.log ? { log: options.log } : {}),
-          ...(url ? { publicUrl: url } : {}),
-          orderer: shared ?? own[own.push(options.orderer!(config.orgId)) - 1]!,
-        }),
-      );
-    }
+    for (const i of dirs.keys()) nodes.push(await start(i));
   } catch (err) {
     await closeAll();
     throw err;
   }
-  return { nodes, genesis, close: closeAll };
+  return {
+    nodes,
+    genesis,
+    async restart(index, restartOptions = {}) {
+      await nodes[index]!.close();
+      await restartOptions.whileDown?.();
+      nodes[index] = await start(index);
+      return nodes[index]!;
+    },
+    close: closeAll,
+  };
 }

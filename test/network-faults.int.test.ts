@@ -1,0 +1,175 @@
+/**
+ * Faults in a three-organization network (shared LocalOrderer, real HTTP): a node that was down catches up
+ * and its checkpoint matches; a custodian that alters data or a proof is caught entry by entry; a member
+ * that signs another root for a tree size raises the fork alarm, which refuses writes (503) but keeps reads,
+ * and survives a restart.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  approvePatientLink,
+  createPatientKey,
+  issueAdminToken,
+  signPatientTx,
+  startLocalNetwork,
+  type LocalNetwork,
+  type PatientKey,
+  type RunningNode,
+} from '../src/node.js';
+import { canonicalJson, rawPublicKey, sha256, signEd25519 } from '../src/crypto/index.js';
+import { formatCheckpoint, formatSignedNote, signNoteSignature } from '../src/ledger/note.js';
+import { tempDir } from './helpers.js';
+
+let dir: ReturnType<typeof tempDir>;
+let net: LocalNetwork;
+let patientKey: PatientKey;
+const node = (i: number): RunningNode => net.nodes[i]!;
+
+async function fhir(n: RunningNode, method: string, path: string, body?: unknown) {
+  const token = await issueAdminToken({ dataDir: n.node.dataDir });
+  const res = await fetch(`${n.url}/fhir/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/fhir+json' } : {}) },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
+  return { status: res.status, headers: res.headers, body: (await res.json()) as any };
+}
+
+const everythingOf = (n: RunningNode, patient: string) =>
+  fhir(n, 'POST', 'Patient/$network-everything', { resourceType: 'Parameters', parameter: [{ name: 'patient', valueString: patient }] });
+
+async function addPatientAt(n: RunningNode, observations: number): Promise<string> {
+  const p = await fhir(n, 'POST', 'Patient', { resourceType: 'Patient', name: [{ family: 'Okafor' }] });
+  for (let i = 0; i < observations; i++) {
+    await fhir(n, 'POST', 'Observation', {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+      subject: { reference: `Patient/${p.body.id}` },
+      valueQuantity: { value: 60 + i, unit: '/min' },
+    });
+  }
+  const terms = await n.node.patientLinkTerms(p.body.id);
+  await n.node.linkPatient(p.body.id, patientKey.patient, approvePatientLink(patientKey, terms));
+  return p.body.id;
+}
+
+beforeAll(async () => {
+  dir = tempDir('hl-network-faults-');
+  net = await startLocalNetwork({ dir: dir.path, orgs: [{ name: 'North Hospital' }, { name: 'South Lab' }, { name: 'East Clinic' }] });
+  patientKey = createPatientKey();
+  await node(0).node.submitPatientTx(signPatientTx(patientKey, 'patient.register', { publicKey: patientKey.publicKey }).bytes);
+  await addPatientAt(node(0), 2);
+  await addPatientAt(node(1), 3);
+  await node(0).node.submitPatientTx(
+    signPatientTx(patientKey, 'consent.grant', {
+      patient: patientKey.patient,
+      provision: { type: 'permit', actors: [{ kind: 'org', id: 'east-clinic' }], purposes: ['TREAT'] },
+    }).bytes,
+  );
+}, 60_000);
+
+afterAll(async () => {
+  await net?.close();
+  dir?.cleanup();
+});
+
+describe('network faults', () => {
+  it('a node that was down catches up on restart and cosigns the same checkpoint', async () => {
+    const clinic = await net.restart(2, {
+      whileDown: async () => {
+        await fhir(node(0), 'POST', 'Observation', {
+          resourceType: 'Observation',
+          status: 'final',
+          code: { text: 'written while the clinic was down' },
+        });
+      },
+    });
+    const hospital = node(0).node.ledger;
+    await clinic.node.waitForHeight(hospital.height);
+    expect(clinic.node.ledger.treeSize).toBe(hospital.treeSize);
+    expect(Buffer.from(clinic.node.ledger.rootAt(hospital.treeSize))).toEqual(Buffer.from(hospital.rootAt(hospital.treeSize)));
+    // Its checkpoint for the new size is cosigned: every member's signature ends up on it.
+    const size = hospital.treeSize;
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && (clinic.node.ledger.checkpointAt(size)?.match(/^\u2014 /gm) ?? []).length < 3) await new Promise((r) => setTimeout(r, 50));
+    expect(clinic.node.ledger.checkpointAt(size)!.match(/^\u2014 /gm)!.length).toBe(3);
+    expect(clinic.node.ledger.finalCheckpoint()!.treeSize).toBe(size);
+  });
+
+  it('a custodian that alters a record or a proof has those entries reported, never shown', async () => {
+    const lab = node(1).node;
+    const honest = lab.exchange.everythingAsCustodian.bind(lab.exchange);
+    try {
+      lab.exchange.everythingAsCustodian = async (request, ctx) => {
+        const pkg = await honest(request, ctx);
+        const obs = pkg.entries.filter((e) => JSON.parse(Buffer.from(e.content, 'base64').toString()).resourceType === 'Observation');
+        // One record altered (a value changed), one proof altered (a sibling hash flipped).
+        const altered = JSON.parse(Buffer.from(obs[0]!.content, 'base64').toString());
+        altered.valueQuantity.value = 199;
+        obs[0]!.content = Buffer.from(canonicalJson(altered)).toString('base64');
+        const proof = Buffer.from(obs[1]!.proof[0]!, 'base64');
+        proof[0]! ^= 1;
+        obs[1]!.proof[0] = proof.toString('base64');
+        return pkg;
+      };
+      const res = await everythingOf(node(2), patientKey.patient);
+      expect(res.status).toBe(200);
+      const resources = res.body.entry.filter((e: any) => e.search.mode === 'match').map((e: any) => e.resource);
+      const labObs = resources.filter((r: any) => r.resourceType === 'Observation' && r.meta.source === 'urn:healthledger:org:south-lab');
+      expect(labObs.length).toBe(1);
+      expect(resources.some((r: any) => r.valueQuantity?.value === 199)).toBe(false);
+      const failures = res.body.entry.filter((e: any) => e.search.mode === 'outcome').map((e: any) => e.resource.issue[0].diagnostics);
+      expect(failures.length).toBe(2);
+      expect(failures.join('\n')).toMatch(/content does not match the commitment/);
+      expect(failures.join('\n')).toMatch(/south-lab failed verification/);
+      // The hospital's records, untouched, all verify.
+      expect(resources.filter((r: any) => r.meta.source === 'urn:healthledger:org:north-hospital').length).toBe(3);
+    } finally {
+      lab.exchange.everythingAsCustodian = honest;
+    }
+  });
+
+  it('a member signing another root for a tree size raises the fork alarm: writes refused with 503, reads served, kept across restart', async () => {
+    const hospital = node(0);
+    const labKey = node(1).node.keyPair;
+    const size = hospital.node.ledger.treeSize;
+    const text = formatCheckpoint({ origin: hospital.node.ledger.origin, treeSize: BigInt(size), rootHash: sha256(new Uint8Array([1, 2, 3])), extensions: [] });
+    const forged = formatSignedNote({
+      text,
+      signatures: [signNoteSignature(sha256, 'south-lab', rawPublicKey(labKey.publicKey), (m) => signEd25519(labKey.privateKey, m), text)],
+    });
+    const res = await fetch(`${hospital.url}/exchange/v1/checkpoint`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: forged });
+    expect(res.status).toBe(409);
+    expect(await res.text()).toMatch(new RegExp(`^${hospital.node.ledger.origin}\\n${size}\\n`));
+    expect(hospital.node.forkAlarm?.message).toMatch(/two different roots for tree size/);
+
+    const write = await fhir(hospital, 'POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { text: 'refused' } });
+    expect(write.status).toBe(503);
+    expect(write.body.issue[0].diagnostics).toMatch(/fork alarm/);
+    const checkpoint = await fetch(`${hospital.url}/ledger/checkpoint`);
+    expect(checkpoint.status).toBe(200);
+
+    const restarted = await net.restart(0);
+    expect(restarted.node.forkAlarm?.message).toMatch(/two different roots/);
+    restarted.node.clearForkAlarm();
+    const after = await fhir(restarted, 'POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { text: 'accepted again' } });
+    expect(after.status).toBe(201);
+  });
+
+  it('refuses a checkpoint signed by a key that is not a member’s', async () => {
+    const { generateEd25519KeyPair } = await import('../src/crypto/index.js');
+    const stranger = generateEd25519KeyPair();
+    const hospital = node(0);
+    const size = hospital.node.ledger.treeSize;
+    const text = formatCheckpoint({ origin: hospital.node.ledger.origin, treeSize: BigInt(size), rootHash: hospital.node.ledger.rootAt(size), extensions: [] });
+    const note = formatSignedNote({
+      text,
+      signatures: [signNoteSignature(sha256, 'south-lab', rawPublicKey(stranger.publicKey), (m) => signEd25519(stranger.privateKey, m), text)],
+    });
+    const res = await fetch(`${hospital.url}/exchange/v1/checkpoint`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: note });
+    expect(res.status).toBe(403);
+    expect(hospital.node.forkAlarm).toBeNull();
+    const garbage = await fetch(`${hospital.url}/exchange/v1/checkpoint`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'not a note' });
+    expect(garbage.status).toBe(400);
+  });
+});
