@@ -4,14 +4,16 @@
  * and a one-line error with a non-zero exit for anything that goes wrong. May import: node.ts, api client,
  * bench.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
 import {
   addAuthClient,
   addStaffUser,
+  createGenesis,
   createPatientKey,
   initNode,
+  memberDescriptor,
   isHlError,
   issueAdminToken,
   readPatientKeyFile,
@@ -63,7 +65,23 @@ function buildProgram(out: (s: string) => void): Command {
     .description("create an organization's keys, config and genesis ledger in a data directory")
     .requiredOption('--org <name>', 'organization name, e.g. "St. Mary Hospital"')
     .requiredOption('--data <dir>', 'data directory to create')
-    .action(async (opts: { org: string; data: string }) => {
+    .option('--join', 'only create the keys and config: the node will join a network whose genesis another member makes')
+    .option('--url <url>', "with --join: the URL other members reach this node at (https://node.example.org)")
+    .action(async (opts: { org: string; data: string; join?: boolean; url?: string }) => {
+      if (opts.url !== undefined && !opts.join) throw new HlErrorForCli('--url goes with --join');
+      if (opts.join) {
+        const r = await initNode({ org: opts.org, dataDir: opts.data, join: true });
+        const descriptor = memberDescriptor(r.dataDir, opts.url);
+        out(
+          [
+            `created organization ${r.config.orgId} in ${r.dataDir}, waiting for a network genesis`,
+            '  send this member line to the founding organization (healthledger genesis --member FILE):',
+            JSON.stringify(descriptor),
+            '',
+          ].join('\n'),
+        );
+        return;
+      }
       const r = await initNode({ org: opts.org, dataDir: opts.data });
       out(
         [
@@ -104,6 +122,38 @@ function buildProgram(out: (s: string) => void): Command {
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
       });
+    });
+
+  program
+    .command('member')
+    .description("print this organization's member line (id, name, public key, URL) for a network genesis")
+    .requiredOption('--data <dir>', "the node's data directory")
+    .option('--url <url>', 'the URL other members reach this node at')
+    .action((opts: { data: string; url?: string }) => {
+      out(`${JSON.stringify(memberDescriptor(opts.data, opts.url))}\n`);
+    });
+
+  program
+    .command('genesis')
+    .description('found a network: sign a genesis listing this organization and the members (their member lines), for every node to start from')
+    .requiredOption('--data <dir>', "the founding organization's data directory (made with init --join)")
+    .requiredOption('--origin <name>', 'the network name every checkpoint carries, e.g. healthledger.example.org/regional-net')
+    .requiredOption('--url <url>', "the URL other members reach the founder's node at")
+    .requiredOption('--out <file>', 'where to write the genesis (never overwritten)')
+    .option('--member <file...>', 'member line files (healthledger member --data DIR --url URL > FILE)', [])
+    .action((opts: { data: string; origin: string; url: string; out: string; member: string[] }) => {
+      if (existsSync(opts.out)) throw new HlErrorForCli(`${opts.out} exists; refusing to overwrite it`);
+      const members = opts.member.map((f) => {
+        try {
+          return JSON.parse(readFileSync(f, 'utf8')) as Parameters<typeof createGenesis>[0]['members'][number];
+        } catch {
+          throw new HlErrorForCli(`${f} is not a member line (JSON from healthledger member)`);
+        }
+      });
+      const genesis = createGenesis({ dataDir: opts.data, origin: opts.origin, url: opts.url, members });
+      writeFileSync(opts.out, `${JSON.stringify(genesis, null, 2)}\n`);
+      const orgs = genesis.body.orgs as { id: string; url?: string }[];
+      out(`wrote the genesis of ${opts.origin} to ${opts.out}: ${orgs.map((o) => `${o.id} (${o.url ?? 'no URL'})`).join(', ')}\n`);
     });
 
   program
