@@ -13,7 +13,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -243,4 +243,74 @@ export async function startEtcdCluster(options: { members?: number; etcdBin?: st
     stopSync();
     throw err;
   }
+}
+
+/** A TCP proxy in front of one etcd member that can hold back the member's answers. */
+export interface DelayProxy {
+  /** `http://127.0.0.1:port` of the proxy. */
+  url: string;
+  /** Delays every byte from the member by `ms` from now on (0: pass through); order is kept. */
+  setResponseDelayMs(ms: number): void;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a proxy to `target` (an etcd client URL). Requests pass at once; answers can be delayed past the
+ * client's deadline, so a write lands in etcd while its acknowledgement is lost: an unknown outcome, as
+ * on a slow or partitioned network.
+ */
+export async function startDelayProxy(target: string): Promise<DelayProxy> {
+  const { hostname, port } = new URL(target);
+  let delayMs = 0;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(Number(port), hostname);
+    sockets.add(client);
+    sockets.add(upstream);
+    const queue: { at: number; chunk: Buffer }[] = [];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const pump = (): void => {
+      timer = undefined;
+      while (queue.length > 0 && queue[0]!.at <= Date.now()) {
+        const { chunk } = queue.shift()!;
+        if (!client.destroyed) client.write(chunk);
+      }
+      if (queue.length > 0) timer = setTimeout(pump, queue[0]!.at - Date.now());
+    };
+    upstream.on('data', (chunk: Buffer) => {
+      const last = queue.length > 0 ? queue[queue.length - 1]!.at : 0;
+      queue.push({ at: Math.max(Date.now() + delayMs, last), chunk });
+      if (timer === undefined) pump();
+    });
+    client.on('data', (chunk: Buffer) => {
+      if (!upstream.destroyed) upstream.write(chunk);
+    });
+    const teardown = (): void => {
+      if (timer !== undefined) clearTimeout(timer);
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    for (const s of [client, upstream]) {
+      s.on('error', teardown);
+      s.on('close', teardown);
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const address = server.address();
+  if (typeof address !== 'object' || !address) fail('proxy has no address');
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    setResponseDelayMs: (ms) => {
+      delayMs = ms;
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
