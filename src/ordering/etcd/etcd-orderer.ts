@@ -18,7 +18,9 @@
  * re-read every `pollMs` regardless. Every node derives the same batch from the same value: time is the
  * maximum of the value's time and the previous batch's time; a value that does not decode becomes a one-tx
  * batch of its raw bytes from proposer `malformed`. Proposers write a time no earlier than the batch before
- * theirs, so a reader starting at `fromHeight` takes its time base from the value at `fromHeight - 1`.
+ * theirs, so a reader starting at `fromHeight` takes its time base from the value at `fromHeight - 1`. A
+ * value written around this rule (by hand, by a rogue writer with etcd access) can make readers that started
+ * at different heights disagree on a later batch's time; etcd users limited per organization must prevent it.
  */
 import { Etcd3, Range, type IKeyValue, type IOptions } from 'etcd3';
 import { HlError, isOrgId, randomBytes, toHex, utcTimestampMs, type Clock } from '../../kernel/index.js';
@@ -344,6 +346,7 @@ export class EtcdOrderer implements Orderer {
         keys_only: true,
         limit: scanPageSize,
       });
+      const pageStart = end;
       let contiguous = true;
       for (const kv of res.kvs) {
         const h = this.heightOf(kv.key);
@@ -354,7 +357,8 @@ export class EtcdOrderer implements Orderer {
         }
         end = h;
       }
-      if (!contiguous || res.kvs.length < scanPageSize) break;
+      // A full page without progress holds only keys that are not height keys: the next height is absent.
+      if (!contiguous || res.kvs.length < scanPageSize || end === pageStart) break;
     }
     if (end > this.known) {
       const timeMs = await this.baseTimeMs(end);
