@@ -421,7 +421,8 @@ export class EtcdOrderer implements Orderer {
         if (this.closed || signal?.aborted) return;
         if (failures++ === 0) this.log?.warn({ height: next, err: errorSummary(err) }, 'etcd orderer: reading the ordering log failed; retrying');
       }
-      if (!progressed) await this.waitForChange(seen, signal);
+      // After a failed read (often a dead member: the next call goes to another), retry soon, backing off.
+      if (!progressed) await this.waitForChange(seen, signal, failures > 0 ? Math.min(this.pollMs, 25 * 2 ** failures) : this.pollMs);
     }
   }
 
@@ -447,8 +448,8 @@ export class EtcdOrderer implements Orderer {
       });
   }
 
-  /** Waits for a hint that the log grew since `seen`, the poll period, an abort or close. */
-  private waitForChange(seen: number, signal?: AbortSignal): Promise<void> {
+  /** Waits for a hint that the log grew since `seen`, `timeoutMs`, an abort or close. */
+  private waitForChange(seen: number, signal: AbortSignal | undefined, timeoutMs: number): Promise<void> {
     if (this.generation !== seen || this.closed || signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = (): void => {
@@ -457,7 +458,7 @@ export class EtcdOrderer implements Orderer {
         signal?.removeEventListener('abort', done);
         resolve();
       };
-      const timer = setTimeout(done, this.pollMs);
+      const timer = setTimeout(done, timeoutMs);
       this.wakers.add(done);
       signal?.addEventListener('abort', done, { once: true });
     });
