@@ -38,7 +38,7 @@ import {
   type TxEnvelope,
   type TxReceipt,
 } from './ledger/index.js';
-import { LocalOrderer, type Orderer } from './ordering/index.js';
+import { EtcdOrderer, LocalOrderer, type EtcdOrdererOptions, type Orderer } from './ordering/index.js';
 import { CheckpointGossip, MemberClient, NetworkExchange } from './exchange/index.js';
 import { buildCapabilityStatement, buildServer } from './api/index.js';
 import { AuthorizationServer, checkScope, FileAuthRegistry, hashPassword, issueToken, patientLoginMessage, type AuthClient, type StaffRole } from './auth/index.js';
@@ -50,7 +50,7 @@ import { AccessGuard, GuardedRepository, LedgeredRepository, resourceOf, type Re
 import type { FastifyInstance } from 'fastify';
 
 /** Re-exported for the CLI, which reaches the other modules only through the composition root. */
-export { isHlError, isResourceType, orgIdFromName, generatePatientBundle, type Orderer };
+export { isHlError, isResourceType, orgIdFromName, generatePatientBundle, systemClock, type Orderer };
 /** The public verifier and RFC 8785 + SHA-256, for the CLI to check proofs as an outsider. */
 export { publicVerifier } from './ledger/index.js';
 export { canonicalJson, sha256 } from './crypto/index.js';
@@ -539,6 +539,8 @@ export async function openNode(options: {
   database?: string;
   /** An orderer shared by several nodes of this process (the demo network); by default the node's own LocalOrderer. */
   orderer?: Orderer;
+  /** Order through this etcd cluster instead (`start --etcd URLS`). */
+  etcd?: EtcdSettings;
 }): Promise<HealthledgerNode> {
   const dataDir = resolve(options.dataDir);
   const config = readConfig(dataDir);
@@ -577,7 +579,11 @@ export async function openNode(options: {
   let orderer: Orderer;
   try {
     pseudonymKey = readSecret(dataDir, files.pseudonymKey, 'pseudonym key', true);
-    orderer = options.orderer ?? new LocalOrderer({ file: join(dataDir, config.ordererLog), proposer: config.orgId, clock });
+    orderer =
+      options.orderer ??
+      (options.etcd
+        ? await openEtcdOrderer(options.etcd, config, clock, log)
+        : new LocalOrderer({ file: join(dataDir, config.ordererLog), proposer: config.orgId, clock }));
   } catch (err) {
     await closeRecordStore(records);
     store.close();
@@ -607,6 +613,34 @@ export async function openNode(options: {
     throw err;
   }
   return node;
+}
+
+/** How a node reaches its etcd cluster. */
+export interface EtcdSettings {
+  /** Client URLs of the members, e.g. https://etcd1.example.org:2379. */
+  endpoints: string[];
+  tls?: EtcdOrdererOptions['tls'];
+  auth?: EtcdOrdererOptions['auth'];
+  /** How long writes are retried while etcd has no quorum before they get 503 (default 10 s). */
+  unavailableMs?: number;
+}
+
+/** The node's EtcdOrderer: its network's log is every key under `healthledger/<origin>/`. */
+export async function openEtcdOrderer(settings: EtcdSettings, config: NodeConfig, clock: Clock, log?: Logger): Promise<EtcdOrderer> {
+  if (settings.endpoints.length === 0 || settings.endpoints.some((e) => !/^https?:\/\/[^\s/?#]+$/.test(e))) {
+    throw new HlError('invalid', '--etcd must be comma-separated http(s)://host:port URLs');
+  }
+  if (config.origin === '') throw new HlError('conflict', 'this node has no network yet: start it once with --genesis FILE');
+  return EtcdOrderer.open({
+    endpoints: settings.endpoints,
+    prefix: `healthledger/${config.origin}/`,
+    proposer: config.orgId,
+    clock,
+    ...(settings.tls ? { tls: settings.tls } : {}),
+    ...(settings.auth ? { auth: settings.auth } : {}),
+    ...(settings.unavailableMs ? { unavailableMs: settings.unavailableMs } : {}),
+    ...(log ? { log } : {}),
+  });
 }
 
 /** Throws `invalid` unless `database` (when given) is a PostgreSQL URL, the only database a node takes. */
@@ -1025,6 +1059,8 @@ export async function startNode(options: {
   publicUrl?: string;
   /** An orderer shared with other nodes of this process (the demo network). */
   orderer?: Orderer;
+  /** Order through an etcd cluster. */
+  etcd?: EtcdSettings;
 }): Promise<RunningNode> {
   const clock = options.clock ?? systemClock;
   const log = options.log ?? createLogger();
@@ -1036,6 +1072,7 @@ export async function startNode(options: {
     log,
     ...(options.database ? { database: options.database } : {}),
     ...(options.orderer ? { orderer: options.orderer } : {}),
+    ...(options.etcd ? { etcd: options.etcd } : {}),
   });
   let server: FastifyInstance;
   let publicUrl = options.publicUrl?.replace(/\/+$/, '');
@@ -1374,7 +1411,7 @@ export async function startLocalNetwork(options: {
   log?: Logger;
   host?: string;
   origin?: string;
-  orderer?: (orgId: string) => Orderer;
+  orderer?: (orgId: string) => Orderer | Promise<Orderer>;
 }): Promise<LocalNetwork> {
   const dir = resolve(options.dir);
   const host = options.host ?? '127.0.0.1';
@@ -1414,7 +1451,10 @@ export async function startLocalNetwork(options: {
     const config = readConfig(d);
     const url = listed.find((o) => o.id === config.orgId)?.url;
     const port = url ? Number(new URL(url).port) : ports[i]!;
-    orderers[i] ??= shared ?? own[own.push(options.orderer!(config.orgId)) - 1]!;
+    if (!orderers[i]) {
+      orderers[i] = shared ?? (await options.orderer!(config.orgId));
+      if (!shared) own.push(orderers[i]!);
+    }
     return startNode({ dataDir: d, port, host, clock, ...(options.log ? { log: options.log } : {}), ...(url ? { publicUrl: url } : {}), orderer: orderers[i]! });
   };
   try {

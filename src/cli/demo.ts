@@ -17,8 +17,11 @@ import {
   signPatientTx,
   startLocalNetwork,
   writePatientKeyFile,
+  openEtcdOrderer,
+  readConfig,
+  systemClock,
+  type EtcdSettings,
   type LocalNetwork,
-  type Orderer,
   type RunningNode,
 } from '../node.js';
 
@@ -93,8 +96,8 @@ export interface DemoOptions {
   port: number;
   patients: number;
   dataDir: string;
-  /** Makes each node's orderer (etcd); default: one shared LocalOrderer. */
-  orderer?: (orgId: string) => Orderer;
+  /** Order through this etcd cluster; default: one LocalOrderer shared in process. */
+  etcd?: EtcdSettings;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -125,7 +128,7 @@ export async function startDemo(options: DemoOptions): Promise<Demo> {
   const network = await startLocalNetwork({
     dir,
     orgs: demoOrgs.map((o, i) => ({ name: o.name, port: options.port === 0 ? 0 : options.port + i })),
-    ...(options.orderer ? { orderer: options.orderer } : {}),
+    ...(options.etcd ? { orderer: (orgId: string) => openEtcdOrderer(options.etcd!, readConfig(join(dir, orgId)), systemClock) } : {}),
   });
   try {
     const nodes = network.nodes;

@@ -10,8 +10,10 @@ import cliProgress from 'cli-progress';
 import {
   addAuthClient,
   addStaffUser,
+  adoptGenesis,
   createGenesis,
   createPatientKey,
+  type EtcdSettings,
   initNode,
   memberDescriptor,
   isHlError,
@@ -50,6 +52,60 @@ function progressBar(label: string, unit: string): { update(done: number, total:
     stop() {
       if (started) bar.stop();
     },
+  };
+}
+
+interface StartOptions {
+  data: string;
+  port: string;
+  host: string;
+  database?: string;
+  publicUrl?: string;
+  genesis?: string;
+  etcd?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdUser?: string;
+}
+
+function readJsonFile(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    throw new HlErrorForCli(`${what} not found: ${file}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new HlErrorForCli(`${what} ${file} is not JSON`);
+  }
+}
+
+function readPem(file: string, option: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch {
+    throw new HlErrorForCli(`${option}: cannot read ${file}`);
+  }
+}
+
+/** The etcd settings `start` and `demo` take, or undefined without --etcd. */
+function etcdSettingsOf(opts: { etcd?: string; etcdCa?: string; etcdCert?: string; etcdKey?: string; etcdUser?: string }): EtcdSettings | undefined {
+  if (!opts.etcd) {
+    if (opts.etcdCa || opts.etcdCert || opts.etcdKey || opts.etcdUser) throw new HlErrorForCli('--etcd-ca, --etcd-cert, --etcd-key and --etcd-user go with --etcd');
+    return undefined;
+  }
+  if (Boolean(opts.etcdCert) !== Boolean(opts.etcdKey)) throw new HlErrorForCli('--etcd-cert and --etcd-key go together');
+  const password = process.env.HEALTHLEDGER_ETCD_PASSWORD;
+  if (opts.etcdUser && !password) throw new HlErrorForCli('--etcd-user needs the password in $HEALTHLEDGER_ETCD_PASSWORD');
+  return {
+    endpoints: opts.etcd.split(',').map((u) => u.trim()).filter((u) => u.length > 0),
+    ...(opts.etcdCa
+      ? { tls: { ca: readPem(opts.etcdCa, '--etcd-ca'), ...(opts.etcdCert ? { cert: readPem(opts.etcdCert, '--etcd-cert'), key: readPem(opts.etcdKey!, '--etcd-key') } : {}) } }
+      : {}),
+    ...(opts.etcdUser ? { auth: { username: opts.etcdUser, password: password! } } : {}),
   };
 }
 
@@ -102,13 +158,21 @@ function buildProgram(out: (s: string) => void): Command {
     .option('--port <port>', 'first port: the nodes listen on P, P+1, P+2', '8080')
     .option('--patients <n>', 'synthetic patients to seed on first run', '12')
     .option('--data <dir>', 'where the network lives (reopened if it exists)', 'healthledger-demo')
-    .action(async (opts: { port: string; patients: string; data: string }) => {
+    .option('--etcd <urls>', 'order through this etcd cluster (comma-separated client URLs) instead of in process')
+    .action(async (opts: { port: string; patients: string; data: string; etcd?: string }) => {
+      const etcd = etcdSettingsOf(opts);
       if (!/^\d{1,5}$/.test(opts.port) || Number(opts.port) > 65533) throw new HlErrorForCli('--port must be a number from 0 to 65533');
       if (!/^\d{1,5}$/.test(opts.patients) || Number(opts.patients) < 1 || Number(opts.patients) > 10000) throw new HlErrorForCli('--patients must be a number from 1 to 10000');
       const bar = progressBar('seeding', 'patients');
       let demo;
       try {
-        demo = await startDemo({ port: Number(opts.port), patients: Number(opts.patients), dataDir: opts.data, onProgress: (d, t) => bar.update(d, t) });
+        demo = await startDemo({
+          port: Number(opts.port),
+          patients: Number(opts.patients),
+          dataDir: opts.data,
+          ...(etcd ? { etcd } : {}),
+          onProgress: (d, t) => bar.update(d, t),
+        });
       } finally {
         bar.stop();
       }
@@ -241,16 +305,28 @@ function buildProgram(out: (s: string) => void): Command {
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--database <url>', 'PostgreSQL URL for the record store (default: embedded SQLite)')
     .option('--public-url <url>', 'the URL clients reach the node at, for SMART (default: the address it listens on)')
-    .action(async (opts: { data: string; port: string; host: string; database?: string; publicUrl?: string }) => {
+    .option('--genesis <file>', "the network's genesis (healthledger genesis): joins that network on first start")
+    .option('--etcd <urls>', 'order through this etcd cluster: comma-separated client URLs')
+    .option('--etcd-ca <file>', 'PEM CA certificate of the etcd members (TLS)')
+    .option('--etcd-cert <file>', "PEM client certificate of this organization for etcd (mutual TLS)")
+    .option('--etcd-key <file>', "PEM private key of that certificate")
+    .option('--etcd-user <name>', "this organization's etcd user (password in $HEALTHLEDGER_ETCD_PASSWORD)")
+    .action(async (opts: StartOptions) => {
       if (!/^\d{1,5}$/.test(opts.port) || Number(opts.port) > 65535) throw new HlErrorForCli('--port must be a number from 0 to 65535');
+      if (opts.genesis) adoptGenesis(opts.data, readJsonFile(opts.genesis, 'genesis file') as Parameters<typeof adoptGenesis>[1]);
+      const etcd = etcdSettingsOf(opts);
       const running = await startNode({
         dataDir: opts.data,
         port: Number(opts.port),
         host: opts.host,
         ...(opts.database ? { database: opts.database } : {}),
         ...(opts.publicUrl ? { publicUrl: opts.publicUrl } : {}),
+        ...(etcd ? { etcd } : {}),
       });
-      out(`${running.node.config.orgId} serving at ${running.url}\n  ledger: ${running.url}/ledger/checkpoint\n  stop with Ctrl-C\n`);
+      out(
+        `${running.node.config.orgId} serving at ${running.url}${etcd ? ` (ordering: etcd ${etcd.endpoints.join(',')})` : ''}\n` +
+          `  ledger: ${running.url}/ledger/checkpoint\n  stop with Ctrl-C\n`,
+      );
       await new Promise<void>((resolve) => {
         const stop = () => {
           process.off('SIGINT', stop);

@@ -52,6 +52,10 @@ export interface EtcdOrdererOptions {
   maxBatchTxs?: number;
   maxBatchBytes?: number;
   log?: OrdererLog;
+  /** TLS to the etcd members (PEM): the CA that signed their certificates, and this node's client certificate and key for mutual TLS. */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  /** The etcd user of this organization (production: one user per organization, limited to its prefix). */
+  auth?: { username: string; password: string };
 }
 
 /** Largest batch payload (bytes of `encodeTxs`) whose envelope keeps one etcd request under 1 MiB. */
@@ -159,6 +163,10 @@ export class EtcdOrderer implements Orderer {
       faultHandling: { global: runOnce, host: () => runOnce },
       // A range page holds up to readPageSize values of at most 1.5 MiB each (etcd's request limit).
       grpcOptions: { 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
+      ...(options.tls
+        ? { credentials: { rootCertificate: options.tls.ca, ...(options.tls.cert && options.tls.key ? { certChain: options.tls.cert, privateKey: options.tls.key } : {}) } }
+        : {}),
+      ...(options.auth ? { auth: options.auth } : {}),
     });
     this.blockPrefix = `${options.prefix}b/`;
     this.rangeEnd = Range.prefix(this.blockPrefix).end;
