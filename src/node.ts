@@ -30,8 +30,10 @@ import {
   validateTx,
   LedgerState,
   type OrgDescriptor,
+  signApproval,
   signPatientLink,
   signTx,
+  type Approval,
   type AuditReport,
   type LedgerStore,
   type SqliteLedgerStore,
@@ -154,6 +156,42 @@ export function patientPseudonym(key: Uint8Array, patientId: string): string {
 
 /** The txs a patient (or proxy) submits themselves. */
 const patientTxTypes: ReadonlySet<string> = new Set([TxType.patientRegister, TxType.consentGrant, TxType.consentRevoke]);
+
+/** Membership changes, signed by an organization and approved by a majority of the members. */
+const governanceTxTypes: ReadonlySet<string> = new Set([TxType.orgJoin, TxType.orgUpdate, TxType.orgLeave]);
+
+/** A membership change: who joins (a member line), whose line changes, or who leaves. */
+export type MembershipChange = { join: OrgDescriptor } | { update: OrgDescriptor } | { leave: string };
+
+function proposalOf(change: MembershipChange): { type: string; body: Record<string, unknown> } {
+  if ('join' in change) return { type: TxType.orgJoin, body: { org: change.join } };
+  if ('update' in change) return { type: TxType.orgUpdate, body: { org: change.update } };
+  return { type: TxType.orgLeave, body: { orgId: change.leave } };
+}
+
+/** This organization's approval of a membership change on its network (`org approve`). */
+export function approveMembershipChange(dataDir: string, change: MembershipChange): Approval {
+  const dir = resolve(dataDir);
+  const config = readConfig(dir);
+  if (config.origin === '') throw new HlError('conflict', 'this organization has no network yet');
+  const keyPair = readOrgKey(dir);
+  const { type, body } = proposalOf(change);
+  return signApproval(config.origin, type, body, { id: config.orgId, keyId: keyPair.keyId, privateKey: keyPair.privateKey });
+}
+
+/**
+ * The membership change signed by this organization with the members' approvals (`org submit`): for a join,
+ * this organization must be the one joining. The node it is sent to orders it; every node validates it.
+ */
+export function signMembershipChange(dataDir: string, change: MembershipChange, approvals: Approval[]): TxEnvelope {
+  const dir = resolve(dataDir);
+  const config = readConfig(dir);
+  const keyPair = readOrgKey(dir);
+  if ('join' in change && change.join.id !== config.orgId) throw new HlError('invalid', `a join is signed by the organization joining (${change.join.id}), not ${config.orgId}`);
+  const { type, body } = proposalOf(change);
+  return signTx({ type, body: { ...body, approvals: approvals as unknown as Record<string, unknown>[] }, signer: { kind: 'org', id: config.orgId, keyId: keyPair.keyId } }, keyPair.privateKey)
+    .envelope;
+}
 
 /** What a patient signs to be linked to a custodian's record (see `patientLinkMessage`). */
 export interface PatientLinkTerms {
@@ -463,8 +501,11 @@ export class HealthledgerNode {
    */
   async submitPatientTx(bytes: Uint8Array): Promise<TxReceipt> {
     const tx = parseTx(bytes);
-    if (!patientTxTypes.has(tx.envelope.type) || tx.envelope.signer.kind !== 'patient') {
-      throw new HlError('forbidden', `only patient-signed ${[...patientTxTypes].join(', ')} txs are accepted here`);
+    const patientTx = patientTxTypes.has(tx.envelope.type) && tx.envelope.signer.kind === 'patient';
+    // Membership changes carry a majority of the members' approvals: their signatures are their authentication.
+    const governance = governanceTxTypes.has(tx.envelope.type) && tx.envelope.signer.kind === 'org';
+    if (!patientTx && !governance) {
+      throw new HlError('forbidden', `only patient-signed ${[...patientTxTypes].join(', ')} and member-approved ${[...governanceTxTypes].join(', ')} txs are accepted here`);
     }
     const [receipt] = await this.submit([tx.bytes]);
     if (!receipt!.valid) throw new HlError('conflict', `the tx was ordered but the ledger rejected it: ${receipt!.error}`);
@@ -969,8 +1010,9 @@ export function adoptGenesis(dataDir: string, genesis: TxEnvelope): void {
   if (tx.envelope.type !== TxType.networkGenesis) throw new HlError('invalid', 'the genesis file does not hold a network.genesis tx');
   const orgs = (tx.envelope.body.orgs ?? []) as OrgDescriptor[];
   const self = Array.isArray(orgs) ? orgs.find((o) => o?.id === config.orgId) : undefined;
-  if (!self || self.publicKey !== exportPublicJwk(readOrgKey(dir).publicKey).x) {
-    throw new HlError('forbidden', `the genesis does not list ${config.orgId} with this node's key`);
+  // An organization that joined later (org.join) is not in the genesis; one that is must have this key.
+  if (self && self.publicKey !== exportPublicJwk(readOrgKey(dir).publicKey).x) {
+    throw new HlError('forbidden', `the genesis lists ${config.orgId} with another key than this node's`);
   }
   const genesisFile = join(dir, files.genesis);
   if (existsSync(genesisFile)) {

@@ -9,8 +9,8 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exportPublicJwk, generateEd25519KeyPair } from '../src/crypto/index.js';
-import { signApproval, signTx } from '../src/ledger/index.js';
+import { exportPublicJwk, generateEd25519KeyPair, rawPublicKey, sha256, signEd25519 } from '../src/crypto/index.js';
+import { formatCheckpoint, formatSignedNote, signApproval, signNoteSignature, signTx } from '../src/ledger/index.js';
 import { addAuthClient, approvePatientLink, createPatientKey, signPatientTx, writePatientKeyFile, type PatientKey } from '../src/node.js';
 import { clientAssertion, postForm } from './smart-helpers.js';
 import { runCliAsync, useFhirNode } from './helpers.js';
@@ -156,6 +156,16 @@ describe('break-glass from another organization', () => {
   });
 
   it('shows in the patient\'s accounting of disclosures, flagged, every proof checked', async () => {
+    // With two members a checkpoint is final once both sign it: the lab's node would cosign what it computed
+    // from the same ledger; here the test signs for it and sends it as the lab's node does.
+    const n = node.running.node;
+    await n.access.flushAudit();
+    const size = n.ledger.treeSize;
+    const text = formatCheckpoint({ origin: n.ledger.origin, treeSize: BigInt(size), rootHash: n.ledger.rootAt(size), extensions: [] });
+    const note = formatSignedNote({ text, signatures: [signNoteSignature(sha256, lab.id, rawPublicKey(lab.keys.publicKey), (m) => signEd25519(lab.keys.privateKey, m), text)] });
+    const cosigned = await fetch(`${node.running.url}/exchange/v1/checkpoint`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: note });
+    expect(cosigned.status).toBe(200);
+    expect(n.ledger.finalCheckpoint()!.treeSize).toBe(size);
     const file = join(node.work.path, 'nakamura.key');
     writePatientKeyFile(file, key);
     const r = await runCliAsync(['disclosures', '--key', file, '--url', node.running.url]);

@@ -121,7 +121,7 @@ export function registerFhirRoutes(app: FastifyInstance, deps: FhirRouteDeps): v
         name: 'disclosure',
         part: [
           { name: 'event', resource: resourceOf(event) },
-          ...proofParameters(proof),
+          ...(proof ? proofParameters(proof) : [{ name: 'pending', valueString: 'committed; not yet covered by a checkpoint a majority of the members signed' }]),
         ],
       })),
     });

@@ -194,7 +194,7 @@ export function demoTour(demo: Demo): string {
   if (consenting) {
     lines.push(
       `  2. A clinician at ${clinic.name} sees patient ${consenting.id}'s whole record from every custodian, each entry verified:`,
-      `       TOKEN=$(node -e 'console.log(require("${demo.networkFile}").orgs[2].token)')`,
+      `       TOKEN=$(node -p 'JSON.parse(fs.readFileSync(process.argv[1], "utf8")).orgs[2].token' ${demo.networkFile})`,
       `       curl -s -X POST ${clinic.url}/fhir/Patient/\\$network-everything -H "Authorization: Bearer $TOKEN" \\`,
       `         -H 'Content-Type: application/fhir+json' \\`,
       `         -d '{"resourceType":"Parameters","parameter":[{"name":"patient","valueString":"${consenting.id}"}]}'`,

@@ -11,6 +11,9 @@ import {
   addAuthClient,
   addStaffUser,
   adoptGenesis,
+  approveMembershipChange,
+  signMembershipChange,
+  type MembershipChange,
   createGenesis,
   createPatientKey,
   type EtcdSettings,
@@ -28,7 +31,7 @@ import {
 import { runBench } from '../bench/index.js';
 import { importFiles } from './import.js';
 import { demoTour, startDemo } from './demo.js';
-import { RequestError } from './http.js';
+import { RequestError, requestJson } from './http.js';
 import { UsageError, fetchDisclosures, grantBody, grantConsent, linkPatient, registerPatient, revokeConsent, type GrantOptions } from './patient.js';
 
 /** Exit codes. */
@@ -53,6 +56,21 @@ function progressBar(label: string, unit: string): { update(done: number, total:
       if (started) bar.stop();
     },
   };
+}
+
+interface ChangeOptions {
+  data: string;
+  join?: string;
+  update?: string;
+  leave?: string;
+}
+
+function membershipChangeOf(opts: ChangeOptions): MembershipChange {
+  const given = [opts.join, opts.update, opts.leave].filter((v) => v !== undefined);
+  if (given.length !== 1) throw new HlErrorForCli('name exactly one change: --join FILE, --update FILE or --leave ORG');
+  if (opts.leave !== undefined) return { leave: opts.leave };
+  const line = readJsonFile((opts.join ?? opts.update)!, 'member line') as Extract<MembershipChange, { join: unknown }>['join'];
+  return opts.join !== undefined ? { join: line } : { update: line };
 }
 
 interface StartOptions {
@@ -218,6 +236,29 @@ function buildProgram(out: (s: string) => void): Command {
       writeFileSync(opts.out, `${JSON.stringify(genesis, null, 2)}\n`);
       const orgs = genesis.body.orgs as { id: string; url?: string }[];
       out(`wrote the genesis of ${opts.origin} to ${opts.out}: ${orgs.map((o) => `${o.id} (${o.url ?? 'no URL'})`).join(', ')}\n`);
+    });
+
+  const org = program.command('org').description('membership of the network: every join, update or leave needs the approval of a majority of the members');
+  const changeOptions = (cmd: Command) =>
+    cmd
+      .requiredOption('--data <dir>', "this organization's data directory")
+      .option('--join <file>', 'the joining organization\'s member line (healthledger member)')
+      .option('--update <file>', "a member's new member line (new URL or key)")
+      .option('--leave <org>', 'the id of the member that leaves');
+  changeOptions(org.command('approve').description('print this member\'s approval of a membership change (send it to whoever submits the change)')).action(
+    (opts: ChangeOptions) => {
+      out(`${JSON.stringify(approveMembershipChange(opts.data, membershipChangeOf(opts)))}\n`);
+    },
+  );
+  changeOptions(org.command('submit').description('sign a membership change with the approvals gathered and have a node order it'))
+    .requiredOption('--approval <file...>', 'approval files (healthledger org approve), from a majority of the members')
+    .requiredOption('--url <url>', 'a node of the network')
+    .action(async (opts: ChangeOptions & { approval: string[]; url: string }) => {
+      const url = checkUrl(opts.url);
+      const approvals = opts.approval.map((f) => readJsonFile(f, 'approval file') as Parameters<typeof signMembershipChange>[2][number]);
+      const tx = signMembershipChange(opts.data, membershipChangeOf(opts), approvals);
+      const receipt = (await requestJson(url, '/ledger/tx', { method: 'POST', body: tx })) as { leafIndex?: number };
+      out(`${tx.type} ordered at leaf ${receipt.leafIndex ?? '?'}; every node applies it\n`);
     });
 
   program
@@ -490,10 +531,13 @@ function buildProgram(out: (s: string) => void): Command {
         const lines = list.map(
           (d) =>
             `${d.recorded}  ${d.org}${d.user ? `/${d.user}` : ''}  ${d.purpose}  ${d.action}  ${d.outcome}${d.breakGlass ? '  BREAK-GLASS' : ''}` +
-            `  ${d.resources} resource(s)  leaf ${d.leafIndex}  ${d.proofProblem === null ? 'proof ok' : `PROOF FAILED: ${d.proofProblem}`}` +
+            `  ${d.resources} resource(s)  leaf ${d.leafIndex}  ${d.pending ? 'proof pending' : d.proofProblem === null ? 'proof ok' : `PROOF FAILED: ${d.proofProblem}`}` +
             (d.reason && d.outcome === 'deny' ? `  (${d.reason})` : ''),
         );
-        out(`${[...lines, `${list.length} accesses at ${url}; ${list.length - failed.length} proven, ${failed.length} failed`].join('\n')}\n`);
+        const pending = list.filter((d) => d.pending).length;
+        out(
+          `${[...lines, `${list.length} accesses at ${url}; ${list.length - failed.length - pending} proven, ${pending > 0 ? `${pending} pending, ` : ''}${failed.length} failed`].join('\n')}\n`,
+        );
       }
       if (failed.length > 0) process.exitCode = ExitCode.failed;
     });

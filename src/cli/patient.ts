@@ -175,7 +175,9 @@ export interface Disclosure {
   resources: number;
   breakGlass: boolean;
   leafIndex: string;
-  /** null when the proof held; else what failed. */
+  /** Committed but not yet covered by a final checkpoint: nothing to check yet. */
+  pending: boolean;
+  /** null when the proof held (or is pending); else what failed. */
   proofProblem: string | null;
 }
 
@@ -238,7 +240,8 @@ export async function fetchDisclosures(url: string, key: PatientKey): Promise<Di
     const event = part('event')[0]?.resource ?? {};
     const b64 = (s: string | undefined) => new Uint8Array(Buffer.from(s ?? '', 'base64'));
     let proofProblem: string | null = null;
-    try {
+    const pending = part('pending').length > 0;
+    if (!pending) try {
       const leaf = b64(part('leaf')[0]?.valueBase64Binary);
       const salt = b64(part('salt')[0]?.valueBase64Binary);
       const tx = JSON.parse(Buffer.from(leaf).toString('utf8')) as { body: { versions?: { resourceType: string; id: string; commitment: string }[]; id?: string; commitment?: string } };
@@ -248,6 +251,10 @@ export async function fetchDisclosures(url: string, key: PatientKey): Promise<Di
       const expected = Buffer.from(sha256(Buffer.concat([Buffer.from(salt), Buffer.from(content)]))).toString('hex');
       if (committed !== expected) throw new Error('the AuditEvent does not match its ledger commitment');
       const checkpoint = publicVerifier.verifyCheckpoint(part('checkpoint')[0]?.valueString ?? '', keys);
+      const quorum = Math.floor(keys.length / 2) + 1;
+      if (checkpoint.signers.length + checkpoint.cosigners.length < quorum) {
+        throw new Error(`the checkpoint is signed by ${checkpoint.signers.length + checkpoint.cosigners.length} of ${keys.length} members; ${quorum} are needed`);
+      }
       publicVerifier.verifyInclusion(
         BigInt(part('leafIndex')[0]?.valueInteger64 ?? '-1'),
         checkpoint.treeSize,
@@ -272,6 +279,7 @@ export async function fetchDisclosures(url: string, key: PatientKey): Promise<Di
       resources: entities.filter((e) => e.role?.code === '4').length,
       breakGlass: entities.some((e) => (e.description ?? '').includes('emergency')),
       leafIndex: String(part('leafIndex')[0]?.valueInteger64 ?? '?'),
+      pending,
       proofProblem,
     });
   }

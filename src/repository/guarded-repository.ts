@@ -8,7 +8,7 @@
  * them) are written as one group commit. A crash can lose the records of those last 20 ms.
  */
 import { createHash } from 'node:crypto';
-import { HlError, randomBytes, toBase64, toHex, type Clock } from '../kernel/index.js';
+import { HlError, isHlError, randomBytes, toBase64, toHex, type Clock } from '../kernel/index.js';
 import { accessEntryOf, buildAuditEvent, type AccessAction, type AuditInput } from '../audit/index.js';
 import type { Decision } from '../consent/index.js';
 import type { BundleEntryRequest } from '../fhir/index.js';
@@ -146,7 +146,7 @@ export class GuardedRepository {
    * to their records, denials included, each AuditEvent with the proof that the ledger holds it unaltered.
    * For the patient themself (their own token) and the custodian's staff only.
    */
-  async disclosures(ctx: AccessContext, patientId: string): Promise<{ event: ServedVersion; proof: VersionProof }[]> {
+  async disclosures(ctx: AccessContext, patientId: string): Promise<{ event: ServedVersion; proof: VersionProof | null }[]> {
     const self = ctx.selfPatient === patientId || (ctx.requester.patient !== undefined && ctx.requester.patient === this.guard.ledgerPatientOf(patientId));
     if (!self && !isOwnStaff(ctx, this.deps.orgId)) {
       throw this.denied(ctx, 'export', patientId, { effect: 'deny', reason: "only the patient and the custodian's staff may see the accounting of disclosures", consentIds: [], obligations: [] });
@@ -157,7 +157,15 @@ export class GuardedRepository {
     await this.flushAudit();
     const events = await this.inner.auditTrail(patientId);
     const out = [];
-    for (const event of events) out.push({ event, proof: await this.inner.proof(event.resourceType, event.id, event.versionId) });
+    for (const event of events) {
+      try {
+        out.push({ event, proof: await this.inner.proof(event.resourceType, event.id, event.versionId) });
+      } catch (err) {
+        // Committed, but no checkpoint a majority of the members signed covers it yet: listed as pending.
+        if (!isHlError(err) || (err as HlError).code !== 'pushback') throw err;
+        out.push({ event, proof: null });
+      }
+    }
     this.auditServed(ctx, 'export', [], { patient: patientId });
     return out;
   }
