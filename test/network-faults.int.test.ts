@@ -110,9 +110,11 @@ describe('network faults', () => {
         const altered = JSON.parse(Buffer.from(obs[0]!.content, 'base64').toString());
         altered.valueQuantity.value = 199;
         obs[0]!.content = Buffer.from(canonicalJson(altered)).toString('base64');
-        const proof = Buffer.from(obs[1]!.proof[0]!, 'base64');
+        const leaf = pkg.leaves.find((l) => l.leafIndex === obs[1]!.leafIndex)!;
+        expect(pkg.entries.filter((e) => e.leafIndex === leaf.leafIndex).length).toBe(1);
+        const proof = Buffer.from(leaf.proof[0]!, 'base64');
         proof[0]! ^= 1;
-        obs[1]!.proof[0] = proof.toString('base64');
+        leaf.proof[0] = proof.toString('base64');
         return pkg;
       };
       const res = await everythingOf(node(2), patientKey.patient);

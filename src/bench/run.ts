@@ -11,7 +11,21 @@ import { randomBytes } from 'node:crypto';
 import { toHex } from '../kernel/index.js';
 import { Ed25519VerifierPool, sha256 } from '../crypto/index.js';
 import { TxType, auditLedger, merkle, nodeHasher, openSqliteLedgerStore, publicVerifier, signTx } from '../ledger/index.js';
-import { approvePatientLink, createPatientKey, initNode, issueAdminToken, openNode, signPatientTx, type PatientKey } from '../node.js';
+import {
+  approvePatientLink,
+  createPatientKey,
+  initNode,
+  issueAdminToken,
+  openEtcdOrderer,
+  openNode,
+  readConfig,
+  signPatientTx,
+  startLocalNetwork,
+  systemClock,
+  type PatientKey,
+  type RunningNode,
+} from '../node.js';
+import { startEtcdCluster } from './etcd-cluster.js';
 import { decide, type AccessRequest } from '../consent/index.js';
 import { issueToken, verifyToken } from '../auth/index.js';
 import { purposesOfUse, sensitivityLabels, type PurposeOfUse } from '../ledger/index.js';
@@ -476,6 +490,172 @@ async function benchFhir(dir: string, patients: number, rows: Row[]): Promise<vo
   }
 }
 
+/** A patient with about `resources` resources split between two custodians, consenting to the third org. */
+async function seedSpreadPatient(nodes: RunningNode[], resources: number): Promise<PatientKey> {
+  const key = createPatientKey();
+  await nodes[0]!.node.submitPatientTx(signPatientTx(key, 'patient.register', { publicKey: key.publicKey }).bytes);
+  for (const custodian of nodes.slice(0, 2)) {
+    const token = await issueAdminToken({ dataDir: custodian.node.dataDir });
+    const entries: unknown[] = [{ fullUrl: 'urn:uuid:00000000-0000-4000-8000-000000000001', resource: { resourceType: 'Patient', name: [{ family: 'Bench' }] }, request: { method: 'POST', url: 'Patient' } }];
+    for (let i = 1; i < resources / 2; i++) {
+      entries.push({
+        resource: {
+          resourceType: 'Observation',
+          status: 'final',
+          code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+          subject: { reference: 'urn:uuid:00000000-0000-4000-8000-000000000001' },
+          valueQuantity: { value: 60 + (i % 40), unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+        },
+        request: { method: 'POST', url: 'Observation' },
+      });
+    }
+    const res = await fetch(`${custodian.url}/fhir`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: entries }),
+    });
+    const body = (await res.json()) as { entry?: { response?: { location?: string } }[] };
+    if (!res.ok) throw new Error(`bench seeding failed: HTTP ${res.status}`);
+    const id = body.entry![0]!.response!.location!.split('/')[1]!;
+    await custodian.node.linkPatient(id, key.patient, approvePatientLink(key, await custodian.node.patientLinkTerms(id)));
+  }
+  const grant = signPatientTx(key, 'consent.grant', {
+    patient: key.patient,
+    provision: { type: 'permit', actors: [{ kind: 'org', id: nodes[2]!.node.config.orgId }], purposes: ['TREAT'] },
+  });
+  await nodes[0]!.node.submitPatientTx(grant.bytes);
+  return key;
+}
+
+/** Cross-organization `$network-everything` of a 500-resource patient, every entry verified (shared LocalOrderer). */
+async function benchNetworkEverything(dir: string, requests: number, rows: Row[]): Promise<void> {
+  const net = await startLocalNetwork({ dir: join(dir, 'net-local'), orgs: [{ name: 'Bench Hospital' }, { name: 'Bench Lab' }, { name: 'Bench Clinic' }] });
+  try {
+    note('seeding a 500-resource patient across two custodians (not timed)');
+    const key = await seedSpreadPatient(net.nodes, 500);
+    const clinic = net.nodes[2]!;
+    const token = await issueAdminToken({ dataDir: clinic.node.dataDir });
+    const body = JSON.stringify({ resourceType: 'Parameters', parameter: [{ name: 'patient', valueString: key.patient }] });
+    const once = async () => {
+      const started = performance.now();
+      const res = await fetch(`${clinic.url}/fhir/Patient/$network-everything`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' },
+        body,
+      });
+      const bundle = (await res.json()) as { total?: number; entry?: { search?: { mode?: string } }[] };
+      const ms = performance.now() - started;
+      if (bundle.total !== 500 || bundle.entry!.some((e) => e.search?.mode !== 'match')) throw new Error(`bench: $network-everything answered ${bundle.total} resources`);
+      return ms;
+    };
+    for (let i = 0; i < 5; i++) await once();
+    note(`timing ${requests} $network-everything requests`);
+    const times: number[] = [];
+    for (let i = 0; i < requests; i++) times.push(await once());
+    times.sort((a, b) => a - b);
+    rows.push({
+      what: 'cross-org $network-everything, 500 resources from 2 custodians, every entry verified, p50 / p99',
+      measured: `${fmt(percentile(times, 50), 1)} / ${fmt(percentile(times, 99), 1)} ms`,
+      budget: 'p99 ≤ 100 ms',
+      verdict: verdict(percentile(times, 99) <= 100),
+    });
+  } finally {
+    await net.close();
+  }
+}
+
+/** Three nodes ordering through a private 3-member etcd cluster: committed tx/s and revocation-to-enforcement. */
+async function benchEtcdNetwork(dir: string, txCount: number, revocations: number, rows: Row[]): Promise<void> {
+  note('starting a 3-member etcd cluster and 3 nodes');
+  const cluster = await startEtcdCluster({ members: 3 });
+  const netDir = join(dir, 'net-etcd');
+  try {
+    const net = await startLocalNetwork({
+      dir: netDir,
+      orgs: [{ name: 'Etcd Hospital' }, { name: 'Etcd Lab' }, { name: 'Etcd Clinic' }],
+      orderer: (orgId) => openEtcdOrderer({ endpoints: cluster.endpoints }, readConfig(join(netDir, orgId)), systemClock),
+    });
+    try {
+      const nodes = net.nodes.map((n) => n.node);
+      note(`signing ${fmt(txCount)} record.commit txs across the 3 nodes (not timed)`);
+      const perNode = nodes.map((node) =>
+        Array.from({ length: Math.ceil(txCount / 3) }, (_, i) =>
+          signTx(
+            {
+              type: TxType.recordCommit,
+              body: { patient: `psn-${i % 1000}`, resourceType: 'Observation', id: `${node.config.orgId}-${i}`, versionId: '1', commitment: toHex(randomBytes(32)) },
+              signer: { kind: 'org', id: node.config.orgId, keyId: node.keyPair.keyId },
+            },
+            node.keyPair.privateKey,
+          ).bytes,
+        ),
+      );
+      const total = perNode.reduce((n, t) => n + t.length, 0);
+      const startSize = nodes[0]!.ledger.treeSize;
+      const started = performance.now();
+      await Promise.all(
+        nodes.map(async (node, i) => {
+          const txs = perNode[i]!;
+          let next = 0;
+          const worker = async () => {
+            while (next < txs.length) {
+              const batch = txs.slice(next, next + 250);
+              next += 250;
+              const receipts = await node.submit(batch);
+              if (!receipts.every((r) => r.valid)) throw new Error('bench tx rejected');
+            }
+          };
+          await Promise.all([worker(), worker()]);
+        }),
+      );
+      // Committed = ordered by etcd and applied by all three nodes.
+      const target = startSize + total;
+      await Promise.all(nodes.map((n) => n.waitForTreeSize(target, 60_000)));
+      const seconds = (performance.now() - started) / 1000;
+      rows.push({
+        what: `committed txs on 3 nodes over a 3-member etcd cluster (${fmt(total)} txs, applied by all 3)`,
+        measured: `${fmt(total / seconds)} txs/s`,
+        budget: 'none set',
+        verdict: verdict(null),
+      });
+
+      note(`timing ${revocations} revocations until every node enforces them`);
+      const times: number[] = [];
+      for (let r = 0; r < revocations; r++) {
+        const key = createPatientKey();
+        await nodes[0]!.submitPatientTx(signPatientTx(key, 'patient.register', { publicKey: key.publicKey }).bytes);
+        await Promise.all(nodes.map((n) => n.waitForHeight(nodes[0]!.ledger.height)));
+        const grant = signPatientTx(key, 'consent.grant', {
+          patient: key.patient,
+          provision: { type: 'permit', actors: [{ kind: 'org', id: nodes[2]!.config.orgId }], purposes: ['TREAT'] },
+        });
+        await nodes[1]!.submitPatientTx(grant.bytes);
+        await Promise.all(nodes.map((n) => n.waitForHeight(nodes[1]!.ledger.height)));
+        const revoke = signPatientTx(key, 'consent.revoke', { patient: key.patient, consent: grant.id });
+        const started = performance.now();
+        await nodes[r % 3]!.submitPatientTx(revoke.bytes);
+        await Promise.all(
+          nodes.map(async (n) => {
+            while (n.ledger.state.consents.get(grant.id)?.revokedAtMs === null) await new Promise((res) => setTimeout(res, 2));
+          }),
+        );
+        times.push(performance.now() - started);
+      }
+      times.sort((a, b) => a - b);
+      rows.push({
+        what: 'consent revocation enforced on every node (3 nodes, etcd), p50 / max',
+        measured: `${fmt(percentile(times, 50), 1)} / ${fmt(times.at(-1)!, 1)} ms`,
+        budget: '≤ 1 s',
+        verdict: verdict(times.at(-1)! <= 1000),
+      });
+    } finally {
+      await net.close();
+    }
+  } finally {
+    await cluster.stop();
+  }
+}
+
 /** Runs every benchmark and prints the table. */
 export async function runBench(options: { quick: boolean; out: (s: string) => void }): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'hl-bench-'));
@@ -488,6 +668,8 @@ export async function runBench(options: { quick: boolean; out: (s: string) => vo
     benchProofs(dir, treeLeaves, rows);
     await benchConsent(dir, options.quick ? 1_000 : 10_000, rows);
     await benchFhir(dir, options.quick ? 20 : 1600, rows);
+    await benchNetworkEverything(dir, options.quick ? 20 : 200, rows);
+    await benchEtcdNetwork(dir, options.quick ? 3_000 : 30_000, options.quick ? 5 : 20, rows);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

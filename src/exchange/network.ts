@@ -11,7 +11,7 @@ import { HlError, isHlError, type Clock } from '../kernel/index.js';
 import type { Ledger, PatientLink, PurposeOfUse } from '../ledger/index.js';
 import type { AccessContext, GuardedRepository, LedgeredRepository } from '../repository/index.js';
 import type { MemberClient } from './member-client.js';
-import { packVersion, type EverythingPackage, type EverythingRequest } from './protocol.js';
+import { packLeaf, packVersion, type EverythingPackage, type EverythingRequest } from './protocol.js';
 import { verifyPackage } from './verify-package.js';
 
 /** How long a custodian waits to reach the requester's ledger size, or for a final checkpoint. */
@@ -78,13 +78,14 @@ export class NetworkExchange {
     const deadline = this.deps.clock.nowMs() + catchUpMs;
     for (;;) {
       try {
-        const { treeSize, checkpoint, proofs } = await this.deps.repository.proofs(versions);
+        const proofs = await this.deps.repository.proofs(versions);
         return {
           custodian: this.deps.orgId,
-          checkpoint,
-          treeSize,
+          checkpoint: proofs.checkpoint,
+          treeSize: proofs.treeSize,
           pseudonym: link.pseudonym,
-          entries: versions.map((v, i) => packVersion(v.content, proofs[i]!)),
+          leaves: proofs.leaves.map(packLeaf),
+          entries: versions.map((v, i) => packVersion(v.content, proofs.versions[i]!)),
         };
       } catch (err) {
         // The newest versions wait for their checkpoint to be cosigned by a majority.

@@ -6,7 +6,7 @@
  * verifies every entry without trusting the custodian. Checkpoints are gossiped at
  * `POST /exchange/v1/checkpoint` (a signed note; the answer is the note with the receiver's cosignature).
  */
-import { HlError, fromBase64, toBase64 } from '../kernel/index.js';
+import { HlError, toBase64 } from '../kernel/index.js';
 import { patientIdPattern, purposesOfUse, type PurposeOfUse } from '../ledger/index.js';
 
 /** What a requester asks a custodian for. */
@@ -27,8 +27,14 @@ export interface PackagedVersion {
   /** base64 of the exact committed bytes (RFC 8785 JSON of the version, meta included). */
   content: string;
   salt: string;
+  /** The leaf that commits it (one of the package's `leaves`). */
   leafIndex: number;
-  /** base64 of the leaf: the `record.commit` tx carrying the commitment. */
+}
+
+/** A ledger leaf (a `record.commit` tx, which may commit many versions) with its inclusion proof. */
+export interface PackagedLeaf {
+  leafIndex: number;
+  /** base64 of the leaf bytes. */
   leaf: string;
   proof: string[];
 }
@@ -41,6 +47,7 @@ export interface EverythingPackage {
   treeSize: number;
   /** The custodian's ledger pseudonym of the patient's record (as its `record.commit` txs name it). */
   pseudonym: string;
+  leaves: PackagedLeaf[];
   entries: PackagedVersion[];
 }
 
@@ -83,23 +90,30 @@ export function parseEverythingPackage(body: unknown): EverythingPackage {
   if (typeof b.checkpoint !== 'string' || b.checkpoint.length > 1 << 16) fail('checkpoint');
   if (!Number.isSafeInteger(b.treeSize) || (b.treeSize as number) < 1) fail('treeSize');
   if (typeof b.pseudonym !== 'string') fail('pseudonym');
-  if (!Array.isArray(b.entries)) fail('entries');
+  if (!Array.isArray(b.leaves) || b.leaves.length > 100_000) fail('leaves');
+  (b.leaves as unknown[]).forEach((e, i) => {
+    if (typeof e !== 'object' || e === null) fail(`leaves[${i}]`);
+    const x = e as Record<string, unknown>;
+    if (typeof x.leaf !== 'string' || !b64.test(x.leaf)) fail(`leaves[${i}].leaf`);
+    if (!Number.isSafeInteger(x.leafIndex) || (x.leafIndex as number) < 0) fail(`leaves[${i}].leafIndex`);
+    if (!Array.isArray(x.proof) || x.proof.length > 64 || x.proof.some((p) => typeof p !== 'string' || !b64.test(p))) fail(`leaves[${i}].proof`);
+  });
+  if (!Array.isArray(b.entries) || b.entries.length > 1_000_000) fail('entries');
   (b.entries as unknown[]).forEach((e, i) => {
     if (typeof e !== 'object' || e === null) fail(`entries[${i}]`);
     const x = e as Record<string, unknown>;
-    for (const k of ['content', 'salt', 'leaf'] as const) if (typeof x[k] !== 'string' || !b64.test(x[k] as string)) fail(`entries[${i}].${k}`);
+    for (const k of ['content', 'salt'] as const) if (typeof x[k] !== 'string' || !b64.test(x[k] as string)) fail(`entries[${i}].${k}`);
     if (!Number.isSafeInteger(x.leafIndex) || (x.leafIndex as number) < 0) fail(`entries[${i}].leafIndex`);
-    if (!Array.isArray(x.proof) || x.proof.length > 64 || x.proof.some((p) => typeof p !== 'string' || !b64.test(p))) fail(`entries[${i}].proof`);
   });
   return b as unknown as EverythingPackage;
 }
 
-/** Packs versions and their proofs for the wire. */
-export function packVersion(content: Uint8Array, p: { leafIndex: number; leaf: Uint8Array; salt: Uint8Array; proof: Uint8Array[] }): PackagedVersion {
-  return { content: toBase64(content), salt: toBase64(p.salt), leafIndex: p.leafIndex, leaf: toBase64(p.leaf), proof: p.proof.map(toBase64) };
+/** Packs a version for the wire. */
+export function packVersion(content: Uint8Array, v: { leafIndex: number; salt: Uint8Array }): PackagedVersion {
+  return { content: toBase64(content), salt: toBase64(v.salt), leafIndex: v.leafIndex };
 }
 
-/** Unpacks base64 fields. */
-export function unpackVersion(v: PackagedVersion): { content: Uint8Array; salt: Uint8Array; leafIndex: number; leaf: Uint8Array; proof: Uint8Array[] } {
-  return { content: fromBase64(v.content), salt: fromBase64(v.salt), leafIndex: v.leafIndex, leaf: fromBase64(v.leaf), proof: v.proof.map(fromBase64) };
+/** Packs a leaf and its inclusion proof for the wire. */
+export function packLeaf(l: { leafIndex: number; leaf: Uint8Array; proof: Uint8Array[] }): PackagedLeaf {
+  return { leafIndex: l.leafIndex, leaf: toBase64(l.leaf), proof: l.proof.map(toBase64) };
 }

@@ -4,11 +4,11 @@
  * tree where this node has it), the entry's leaf is in that tree, the leaf is the custodian's `record.commit`
  * of exactly that version of that patient's record, and `SHA-256(salt || bytes)` is the commitment.
  */
-import { concatBytes, equalBytes, fromUtf8, toHex } from '../kernel/index.js';
+import { concatBytes, equalBytes, fromBase64, fromUtf8, toHex } from '../kernel/index.js';
 import { sha256 } from '../crypto/index.js';
-import { memberNoteKeys, parseTx, publicVerifier, verifyMemberCheckpoint, type Ledger } from '../ledger/index.js';
+import { memberNoteKeys, publicVerifier, verifyMemberCheckpoint, type Ledger } from '../ledger/index.js';
 import { commitmentsOf, type RecordCommitBody } from '../repository/index.js';
-import { unpackVersion, type EverythingPackage } from './protocol.js';
+import type { EverythingPackage } from './protocol.js';
 
 /** A version that verified. */
 export interface VerifiedEntry {
@@ -43,29 +43,45 @@ export function verifyPackage(pkg: EverythingPackage, ledger: Ledger, expected: 
   if (pkg.treeSize <= ledger.treeSize && !equalBytes(ledger.rootAt(pkg.treeSize), cp.rootHash)) {
     return { entries: [], failures: [`the checkpoint's root at size ${pkg.treeSize} differs from this node's`], fork: `members ${cp.signers.join(', ')} signed another root for tree size ${pkg.treeSize}` };
   }
+  // Each leaf once: in the tree the checkpoint signs (and equal to this node's own copy), the custodian's
+  // record commitment of this patient's record. Its commitments by `Type/id/vid`, or why it failed.
+  const leaves = new Map<number, Map<string, string> | string>();
+  for (const packed of pkg.leaves) {
+    try {
+      const leaf = fromBase64(packed.leaf);
+      if (packed.leafIndex >= pkg.treeSize) throw new Error('it is beyond the checkpoint');
+      publicVerifier.verifyInclusion(BigInt(packed.leafIndex), BigInt(pkg.treeSize), publicVerifier.leafHash(leaf), packed.proof.map(fromBase64), cp.rootHash);
+      if (packed.leafIndex < ledger.treeSize) {
+        const own = ledger.store.entry(packed.leafIndex);
+        if (own === null || !equalBytes(own, leaf)) throw new Error("it differs from this node's ledger");
+      }
+      // The ledger validated the tx when it gave it a leaf; its JSON is all that is needed here.
+      const tx = JSON.parse(fromUtf8(leaf)) as { type?: unknown; signer?: { kind?: unknown; id?: unknown }; body?: RecordCommitBody };
+      if (tx.type !== 'record.commit' || tx.signer?.kind !== 'org' || tx.signer.id !== expected.custodian || typeof tx.body !== 'object') {
+        throw new Error("it is not the custodian's record commitment");
+      }
+      if (tx.body.patient !== expected.pseudonym) throw new Error("it does not commit the patient's record");
+      leaves.set(packed.leafIndex, new Map(commitmentsOf(tx.body).map((c) => [`${c.resourceType}/${c.id}/${c.versionId}`, c.commitment])));
+    } catch (err) {
+      leaves.set(packed.leafIndex, `leaf ${packed.leafIndex}: ${(err as Error).message}`);
+    }
+  }
   const entries: VerifiedEntry[] = [];
   pkg.entries.forEach((packed, i) => {
     let label = `entry ${i}`;
     try {
-      const v = unpackVersion(packed);
-      const resource = JSON.parse(fromUtf8(v.content)) as VerifiedEntry['resource'] & { meta?: { versionId?: string } };
+      const content = fromBase64(packed.content);
+      const resource = JSON.parse(fromUtf8(content)) as VerifiedEntry['resource'] & { meta?: { versionId?: string } };
       const versionId = resource.meta?.versionId;
       if (typeof resource.resourceType !== 'string' || typeof resource.id !== 'string' || typeof versionId !== 'string') throw new Error('not a FHIR resource version');
       label = `${resource.resourceType}/${resource.id}/_history/${versionId}`;
-      if (v.leafIndex >= pkg.treeSize) throw new Error('its leaf is beyond the checkpoint');
-      publicVerifier.verifyInclusion(BigInt(v.leafIndex), BigInt(pkg.treeSize), publicVerifier.leafHash(v.leaf), v.proof, cp.rootHash);
-      if (v.leafIndex < ledger.treeSize) {
-        const own = ledger.store.entry(v.leafIndex);
-        if (own === null || !equalBytes(own, v.leaf)) throw new Error("its leaf differs from this node's ledger");
-      }
-      const tx = parseTx(v.leaf).envelope;
-      if (tx.type !== 'record.commit' || tx.signer.kind !== 'org' || tx.signer.id !== expected.custodian) throw new Error("its leaf is not the custodian's record commitment");
-      const body = tx.body as RecordCommitBody;
-      if (body.patient !== expected.pseudonym) throw new Error("its commitment is not of the patient's record");
-      const committed = commitmentsOf(body).find((c) => c.resourceType === resource.resourceType && c.id === resource.id && c.versionId === versionId);
-      if (!committed) throw new Error('its leaf does not commit this version');
-      if (committed.commitment !== toHex(sha256(concatBytes(v.salt, v.content)))) throw new Error('its content does not match the commitment');
-      entries.push({ resource, leafIndex: v.leafIndex });
+      const commitments = leaves.get(packed.leafIndex);
+      if (commitments === undefined) throw new Error('its leaf was not sent');
+      if (typeof commitments === 'string') throw new Error(commitments);
+      const committed = commitments.get(`${resource.resourceType}/${resource.id}/${versionId}`);
+      if (committed === undefined) throw new Error('its leaf does not commit this version');
+      if (committed !== toHex(sha256(concatBytes(fromBase64(packed.salt), content)))) throw new Error('its content does not match the commitment');
+      entries.push({ resource, leafIndex: packed.leafIndex });
     } catch (err) {
       failures.push(`${label} from ${expected.custodian} failed verification: ${(err as Error).message}`);
     }

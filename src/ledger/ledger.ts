@@ -104,6 +104,8 @@ export class Ledger {
   private readonly signatures = new VerifiedSignatures();
   /** The latest checkpoint a majority of the members signed. */
   private final: { treeSize: number; note: string } | null = null;
+  /** Notes whose member signatures verified, by note text and membership (gossip sends the same notes often). */
+  private readonly verifiedNotes = new Map<string, SignedCheckpoint>();
 
   private constructor(store: LedgerStore, signer: LedgerSigner, clock: Clock) {
     this.store = store;
@@ -270,7 +272,7 @@ export class Ledger {
    * member's or does not verify.
    */
   cosign(note: string): SignedCheckpoint & { final: boolean } {
-    const incoming = verifyMemberCheckpoint(note, memberNoteKeys(this.state.members.values()));
+    const incoming = this.verifiedNote(note);
     if (incoming.origin !== this.origin) throw new HlError('invalid', `checkpoint origin "${incoming.origin}" is not this network's`);
     if (incoming.treeSize > BigInt(this.frontier.size)) {
       throw new HlError('pushback', `this node has ${this.frontier.size} entries, fewer than the checkpoint's ${incoming.treeSize}`);
@@ -283,7 +285,7 @@ export class Ledger {
         `two different roots for tree size ${size}: ${incoming.signers.join(', ')} signed ${toHex(incoming.rootHash)}, this node computed ${toHex(root)}`,
       );
     }
-    const own = verifyMemberCheckpoint(this.ownCheckpointAt(size), memberNoteKeys(this.state.members.values()));
+    const own = this.verifiedNote(this.ownCheckpointAt(size));
     const merged = mergeCheckpoints(own, incoming);
     if (merged.note !== own.note) this.store.putCheckpoint(size, merged.note);
     this.noteSigned(size, merged.note, merged.signers.length);
@@ -296,22 +298,33 @@ export class Ledger {
    */
   ownCheckpointAt(treeSize: number): string {
     if (treeSize < 1 || treeSize > this.frontier.size) throw new HlError('not-found', `tree size ${treeSize} is not in this ledger`);
-    const keys = memberNoteKeys(this.state.members.values());
     const stored = this.store.checkpoint(treeSize);
-    const current = stored === null ? null : verifyMemberCheckpoint(stored, keys);
+    const current = stored === null ? null : this.verifiedNote(stored);
     if (current?.signers.includes(this.signer.orgId)) return current.note;
     const text = formatCheckpoint({ origin: this.origin, treeSize: BigInt(treeSize), rootHash: this.rootAt(treeSize), extensions: [] });
-    const signed = verifyMemberCheckpoint(this.signText(text), keys);
+    const signed = this.verifiedNote(this.signText(text));
     const note = (current === null ? signed : mergeCheckpoints(current, signed)).note;
     this.store.putCheckpoint(treeSize, note);
     return note;
+  }
+
+  /** `verifyMemberCheckpoint` against the current members, remembered for the last few hundred notes. */
+  private verifiedNote(note: string): SignedCheckpoint {
+    const memo = `${[...this.state.members.values()].map((m) => m.keyId).join(',')}\n${note}`;
+    const hit = this.verifiedNotes.get(memo);
+    if (hit) return hit;
+    const verified = verifyMemberCheckpoint(note, memberNoteKeys(this.state.members.values()));
+    if (this.verifiedNotes.size >= 256) this.verifiedNotes.delete(this.verifiedNotes.keys().next().value!);
+    this.verifiedNotes.set(memo, verified);
+    return verified;
   }
 
   /** Records a stored checkpoint as final when a majority signed it and it is the largest so far. */
   private noteSigned(size: number, note: string, signers = 1): void {
     if (signers < this.state.quorum() || (this.final !== null && this.final.treeSize > size)) return;
     this.final = { treeSize: size, note };
-    this.store.setMeta('final-checkpoint', String(size));
+    // Lost in a crash, it only lags: the stored checkpoints still carry their signatures.
+    this.store.setMeta('final-checkpoint', String(size), { redoable: true });
   }
 
   private loadFinal(): void {

@@ -93,6 +93,8 @@ export interface ServedVersion {
   content: Uint8Array;
   /** Local id of the Patient whose compartment holds the version, or null. */
   patient: string | null;
+  /** What the version was checked against on this read: its salt and the leaf committing it. */
+  committed?: { salt: Uint8Array; leafIndex: number; leaf: Uint8Array };
 }
 
 /** The pieces of a `$proof`. */
@@ -197,6 +199,8 @@ export class LedgeredRepository {
   private flushing = false;
   private readonly bundles: BundleProcessor;
   /** Decoded commitments of recently read leaves, by tx id, with the SHA-256 of the bytes they came from. */
+  /** Commitments decoded from one read of a leaf's bytes (kept only as long as that read is). */
+  private readonly decodedReads = new WeakMap<StoredTx, Map<string, string> | null>();
   private readonly leaves = new Map<string, { digest: string; commitments: Map<string, string> }>();
   private rememberedCommitments = 0;
 
@@ -470,13 +474,14 @@ export class LedgeredRepository {
    * compartment, each checked against its ledger commitment.
    */
   async everything(patientId: string, allow?: VersionFilter): Promise<ServedVersion[]> {
-    const patient = await this.readVerified('Patient', patientId);
+    const leaves = new Map<string, StoredTx | null>();
+    const patient = await this.readVerified('Patient', patientId, undefined, leaves);
     if (patient.deleted) throw new HlError('deleted', `Patient/${patientId} was deleted`);
     const out = allow === undefined || allow(patient) ? [patient] : [];
     for (const ref of await this.deps.store.compartment(patientId)) {
       // The compartment's audit trail is not part of the record it describes.
       if ((ref.resourceType === 'Patient' && ref.id === patientId) || ref.resourceType === 'AuditEvent') continue;
-      const v = await this.readVerified(ref.resourceType, ref.id);
+      const v = await this.readVerified(ref.resourceType, ref.id, undefined, leaves);
       if (!v.deleted && (allow === undefined || allow(v))) out.push(v);
     }
     return out;
@@ -746,28 +751,38 @@ export class LedgeredRepository {
 
   /**
    * Proofs of many versions against one final checkpoint (cross-organization exchange, DESIGN.md §8): for
-   * each, its leaf, salt and inclusion proof, after checking the stored bytes against the commitment.
+   * each version its salt and leaf index, and for each distinct leaf (a leaf commits many versions of one
+   * patient) its bytes and inclusion proof, after checking the stored bytes against the commitment.
    * `pushback` when the final checkpoint does not cover them all yet.
    */
-  async proofs(versions: readonly { resourceType: string; id: string; versionId: string }[]): Promise<{
+  async proofs(versions: readonly { resourceType: string; id: string; versionId: string; committed?: ServedVersion['committed'] }[]): Promise<{
     treeSize: number;
     checkpoint: string;
-    proofs: { leafIndex: number; leaf: Uint8Array; salt: Uint8Array; proof: Uint8Array[] }[];
+    versions: { leafIndex: number; salt: Uint8Array }[];
+    leaves: { leafIndex: number; leaf: Uint8Array; proof: Uint8Array[] }[];
   }> {
-    const found: { tx: StoredTx & { leafIndex: number }; salt: Uint8Array }[] = [];
+    const found: { leafIndex: number; salt: Uint8Array }[] = [];
+    const leafBytes = new Map<number, Uint8Array>();
     for (const ref of versions) {
-      const v = await this.deps.store.readVersion(ref.resourceType, ref.id, ref.versionId);
-      const tx = this.checkedCommitment(v);
-      if (!tx) throw new HlError('not-found', `${ref.resourceType}/${ref.id}/_history/${ref.versionId} has no ledger commitment`);
-      found.push({ tx, salt: v.salt });
+      // A version this repository just read and checked carries what it was checked against.
+      let committed = ref.committed;
+      if (!committed) {
+        const v = await this.deps.store.readVersion(ref.resourceType, ref.id, ref.versionId);
+        const tx = this.checkedCommitment(v);
+        if (!tx) throw new HlError('not-found', `${ref.resourceType}/${ref.id}/_history/${ref.versionId} has no ledger commitment`);
+        committed = { salt: v.salt, leafIndex: tx.leafIndex, leaf: tx.bytes };
+      }
+      found.push({ leafIndex: committed.leafIndex, salt: committed.salt });
+      leafBytes.set(committed.leafIndex, committed.leaf);
     }
     const final = this.deps.ledger.finalCheckpoint();
     if (!final) throw new HlError('pushback', 'the ledger has no final checkpoint yet');
-    if (found.some((f) => !(f.tx.leafIndex < final.treeSize))) throw new HlError('pushback', 'some commitments are not yet covered by a final checkpoint');
+    if ([...leafBytes.keys()].some((i) => !(i < final.treeSize))) throw new HlError('pushback', 'some commitments are not yet covered by a final checkpoint');
     return {
       treeSize: final.treeSize,
       checkpoint: final.note,
-      proofs: found.map((f) => ({ leafIndex: f.tx.leafIndex, leaf: f.tx.bytes, salt: f.salt, proof: this.deps.ledger.inclusionProof(f.tx.leafIndex, final.treeSize) })),
+      versions: found,
+      leaves: [...leafBytes].map(([leafIndex, leaf]) => ({ leafIndex, leaf, proof: this.deps.ledger.inclusionProof(leafIndex, final.treeSize) })),
     };
   }
 
@@ -776,10 +791,10 @@ export class LedgeredRepository {
    * store's AES-GCM catches changed ciphertext, this catches a changed commitment. Throws `integrity`
    * naming the version.
    */
-  private async readVerified(resourceType: string, id: string, versionId?: string): Promise<ServedVersion> {
+  private async readVerified(resourceType: string, id: string, versionId?: string, leaves?: Map<string, StoredTx | null>): Promise<ServedVersion> {
     const v = await this.deps.store.readVersion(resourceType, id, versionId);
-    this.checkedCommitment(v);
-    return served(v);
+    const tx = this.checkedCommitment(v, leaves);
+    return tx ? { ...served(v), committed: { salt: v.salt, leafIndex: tx.leafIndex, leaf: tx.bytes } } : served(v);
   }
 
   /**
@@ -787,9 +802,14 @@ export class LedgeredRepository {
    * this version: same type, id and versionId, and `SHA-256(salt || content)` equal to its commitment.
    * Throws `integrity` naming the version otherwise.
    */
-  private checkedCommitment(v: StoredVersion): (StoredTx & { leafIndex: number }) | null {
+  private checkedCommitment(v: StoredVersion, leaves?: Map<string, StoredTx | null>): (StoredTx & { leafIndex: number }) | null {
     if (!v.txId) return null;
-    const tx = this.deps.ledger.store.txById(v.txId);
+    // Within one call over many versions (a patient's $everything), each leaf is read from storage once.
+    let tx = leaves?.get(v.txId);
+    if (tx === undefined) {
+      tx = this.deps.ledger.store.txById(v.txId);
+      leaves?.set(v.txId, tx);
+    }
     const committed = tx?.valid ? this.commitmentsIn(tx)?.get(`${v.resourceType}/${v.id}/${v.versionId}`) : undefined;
     if (!tx || committed === undefined || tx.leafIndex === null || committed !== commitmentOf(v.salt, v.content)) {
       throw new HlError('integrity', `integrity failure: ${v.resourceType}/${v.id}/_history/${v.versionId} does not match its ledger commitment`);
@@ -808,6 +828,15 @@ export class LedgeredRepository {
   }
 
   private commitmentsIn(tx: StoredTx): Map<string, string> | null {
+    // The same bytes read once for many versions (see `checkedCommitment`) are hashed once.
+    const seen = this.decodedReads.get(tx);
+    if (seen !== undefined) return seen;
+    const commitments = this.decodeCommitments(tx);
+    this.decodedReads.set(tx, commitments);
+    return commitments;
+  }
+
+  private decodeCommitments(tx: StoredTx): Map<string, string> | null {
     const digest = createHash('sha256').update(tx.bytes).digest('base64');
     const hit = this.leaves.get(tx.txId);
     if (hit?.digest === digest) return hit.commitments;

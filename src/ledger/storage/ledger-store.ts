@@ -49,6 +49,7 @@ export interface LedgerStore extends NodeReader {
   checkpoint(treeSize: number): string | null;
   checkpoints(): Iterable<{ treeSize: number; note: string }>;
   getMeta(key: string): string | null;
-  setMeta(key: string, value: string): void;
+  /** `redoable`: a value the node can work out again after a crash, written without waiting for the disk. */
+  setMeta(key: string, value: string, options?: { redoable?: boolean }): void;
   close(): void;
 }

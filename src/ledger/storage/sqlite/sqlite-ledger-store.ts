@@ -258,8 +258,9 @@ export class SqliteLedgerStore implements LedgerStore {
     return (this.stmts.getMeta.get(key) as string | undefined) ?? null;
   }
 
-  setMeta(key: string, value: string): void {
-    this.stmts.setMeta.run(key, value);
+  setMeta(key: string, value: string, options: { redoable?: boolean } = {}): void {
+    if (options.redoable) this.redoable(() => this.stmts.setMeta.run(key, value));
+    else this.stmts.setMeta.run(key, value);
   }
 
   close(): void {
