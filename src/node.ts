@@ -1140,6 +1140,7 @@ export async function startNode(options: {
       consents: { ledger: node.ledger, nowMs: () => clock.nowMs(), submitPatientTx: (bytes) => node.submitPatientTx(bytes) },
       auditRefusal: (refusal) => node.access.auditRefusal(refusal),
       auth: smartAuthOf(node, clock, () => publicUrl!),
+      status: () => ({ forkAlarm: node.forkAlarm }),
       exchange: {
         receiveCheckpoint: (note) => node.receiveCheckpoint(note),
         isOtherMember: (org) => org !== node.config.orgId && node.ledger.state.members.has(org),
@@ -1516,4 +1517,28 @@ export async function startLocalNetwork(options: {
     },
     close: closeAll,
   };
+}
+
+/**
+ * The fork alarm of a stopped node (`healthledger alarm`), cleared when `clear` is set: an operator's
+ * decision once the fork is understood (which member signed what, and whose ledger is right).
+ * `conflict` while the node runs.
+ */
+export function nodeForkAlarm(dataDir: string, options: { clear?: boolean } = {}): { message: string; atMs: number } | null {
+  const dir = resolve(dataDir);
+  const config = readConfig(dir);
+  const lock = lockDataDir(dir);
+  try {
+    const store = openSqliteLedgerStore(join(dir, config.database));
+    try {
+      const raw = store.getMeta('fork-alarm');
+      const alarm = raw === null ? null : (JSON.parse(raw) as { message: string; atMs: number } | null);
+      if (options.clear && alarm !== null) store.setMeta('fork-alarm', 'null');
+      return alarm;
+    } finally {
+      store.close();
+    }
+  } finally {
+    lock.release();
+  }
 }

@@ -166,6 +166,30 @@ describe('a network ordered by etcd', () => {
     expect(after.status).toBe(201);
   }, 60_000);
 
+  it('a malformed batch written straight into etcd becomes one invalid tx on every node, which keep running', async () => {
+    const { Etcd3 } = await import('etcd3');
+    const client = new Etcd3({ hosts: cluster.endpoints });
+    try {
+      const origin = node(0).node.ledger.origin;
+      const height = Math.max(...net.nodes.map((n) => n.node.orderer.lastHeight())) + 1;
+      const key = `healthledger/${origin}/b/${String(height).padStart(16, '0')}`;
+      const put = await client.if(key, 'Create', '==', 0).then(client.put(key).value('{"v":1,"payload":"not base64!"}')).commit();
+      expect(put.succeeded).toBe(true);
+      await Promise.all(net.nodes.map((n) => n.node.waitForHeight(height)));
+      for (const n of net.nodes) {
+        const txs = n.node.ledger.store.blockTxs(height);
+        expect(txs.length).toBe(1);
+        expect(txs[0]!.valid).toBe(false);
+        expect(n.node.ledger.store.block(height)!.header.proposer).toBe('malformed');
+      }
+      await converge();
+      expect((await fhir(node(1), 'POST', 'Observation', observation('after the malformed batch'))).status).toBe(201);
+      await converge();
+    } finally {
+      client.close();
+    }
+  });
+
   it('a node that was down catches up from etcd and agrees on the root', async () => {
     const restarted = await net.restart(2, {
       whileDown: async () => {

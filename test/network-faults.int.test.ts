@@ -17,7 +17,7 @@ import {
 } from '../src/node.js';
 import { canonicalJson, rawPublicKey, sha256, signEd25519 } from '../src/crypto/index.js';
 import { formatCheckpoint, formatSignedNote, signNoteSignature } from '../src/ledger/note.js';
-import { tempDir } from './helpers.js';
+import { runCliAsync, tempDir } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
 let net: LocalNetwork;
@@ -153,10 +153,23 @@ describe('network faults', () => {
     expect(write.body.issue[0].diagnostics).toMatch(/fork alarm/);
     const checkpoint = await fetch(`${hospital.url}/ledger/checkpoint`);
     expect(checkpoint.status).toBe(200);
+    const status = (await (await fetch(`${hospital.url}/ledger/status`)).json()) as { forkAlarm: { message: string } | null };
+    expect(status.forkAlarm?.message).toMatch(/two different roots/);
 
-    const restarted = await net.restart(0);
-    expect(restarted.node.forkAlarm?.message).toMatch(/two different roots/);
-    restarted.node.clearForkAlarm();
+    // Kept across a restart; the operator reads it and clears it with the node stopped.
+    const stillRaised = await net.restart(0);
+    expect(stillRaised.node.forkAlarm?.message).toMatch(/two different roots/);
+    const restarted = await net.restart(0, {
+      whileDown: async () => {
+        const shown = await runCliAsync(['alarm', '--data', stillRaised.node.dataDir]);
+        expect(shown.status).toBe(0);
+        expect(shown.stdout).toMatch(/^fork alarm raised .*two different roots for tree size/);
+        const cleared = await runCliAsync(['alarm', '--data', stillRaised.node.dataDir, '--clear']);
+        expect(cleared.stdout).toMatch(/cleared/);
+        expect((await runCliAsync(['alarm', '--data', stillRaised.node.dataDir])).stdout).toBe('no fork alarm\n');
+      },
+    });
+    expect(restarted.node.forkAlarm).toBeNull();
     const after = await fhir(restarted, 'POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { text: 'accepted again' } });
     expect(after.status).toBe(201);
   });

@@ -146,6 +146,29 @@ describe('a network of three organizations', () => {
     expect(res.body.total).toBe(0);
   });
 
+  it('answers malformed $network-everything requests with a 4xx OperationOutcome naming the problem', async () => {
+    const cases: [unknown, number, RegExp][] = [
+      [{ resourceType: 'Patient' }, 400, /Parameters/],
+      [{ resourceType: 'Parameters', parameter: [] }, 400, /"patient"/],
+      [{ resourceType: 'Parameters', parameter: [{ name: 'patient', valueString: patientKey.patient }, { name: 'purpose', valueCode: 'FUN' }] }, 400, /purpose/],
+      [{ resourceType: 'Parameters', parameter: [{ name: 'patient', valueString: patientKey.patient }, { name: 'patient', valueString: 'x' }] }, 400, /more than once/],
+      [{ resourceType: 'Parameters', parameter: [{ name: 'patient', valueInteger: 3 }] }, 400, /string value/],
+      [{ resourceType: 'Parameters', parameter: [{ name: 'patient', valueString: 'pat-aaaaaaaaaaaaaaaaaaaaaaaaaa' }] }, 404, /no patient/],
+    ];
+    for (const [body, status, message] of cases) {
+      const res = await fhir(clinic, 'POST', 'Patient/$network-everything', body);
+      expect(res.status, JSON.stringify(body)).toBe(status);
+      expect(res.body.resourceType).toBe('OperationOutcome');
+      expect(res.body.issue[0].diagnostics).toMatch(message);
+    }
+    const notJson = await fetch(`${clinic.url}/fhir/Patient/$network-everything`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tokens.get(clinic)}`, 'content-type': 'application/fhir+json' },
+      body: '{"resourceType":',
+    });
+    expect(notJson.status).toBe(400);
+  });
+
   it('refuses /exchange/v1/everything to anyone but another member node', async () => {
     const res = await fetch(`${lab.url}/exchange/v1/everything`, {
       method: 'POST',

@@ -24,8 +24,28 @@ function sizeParam(ledger: Ledger, value: unknown): number {
   return size;
 }
 
+/** The node's ordering and integrity state, for operators (`GET /ledger/status`). */
+export interface LedgerStatus {
+  /** Set once two different roots were seen for one tree size: writes are refused until an operator clears it. */
+  forkAlarm: { message: string; atMs: number } | null;
+}
+
 /** Registers `/ledger/...` on `app`. */
-export function registerLedgerRoutes(app: FastifyInstance, ledger: Ledger): void {
+export function registerLedgerRoutes(app: FastifyInstance, ledger: Ledger, status?: () => LedgerStatus): void {
+  app.get('/ledger/status', async (_req, reply) => {
+    const final = ledger.finalCheckpoint();
+    reply.header('Cache-Control', 'no-store');
+    return {
+      origin: ledger.state.origin,
+      height: ledger.height,
+      treeSize: ledger.treeSize,
+      finalTreeSize: final?.treeSize ?? 0,
+      members: ledger.state.members.size,
+      quorum: ledger.state.quorum(),
+      forkAlarm: status?.().forkAlarm ?? null,
+    };
+  });
+
   app.get('/ledger/checkpoint', async (_req, reply) => {
     reply.type('text/plain; charset=utf-8').header('Cache-Control', 'no-store').send(servedTreeSize(ledger).note);
   });

@@ -8,7 +8,7 @@ import { HlError, type Clock } from '../kernel/index.js';
 import type { Ledger } from '../ledger/index.js';
 import { TokenVerifier, type VerifiedToken } from '../auth/index.js';
 import { handleError, handleNotFound } from './errors.js';
-import { registerLedgerRoutes } from './ledger-routes.js';
+import { registerLedgerRoutes, type LedgerStatus } from './ledger-routes.js';
 import { registerFhirRoutes, type FhirRouteDeps } from './fhir-routes.js';
 import { registerPatientRoutes, type PatientRouteDeps } from './patient-routes.js';
 import { accessContextOf } from './access-context.js';
@@ -42,6 +42,8 @@ export interface ApiDeps {
     reason: string;
     address?: string;
   }) => void;
+  /** The node's fork alarm, for `GET /ledger/status`. */
+  status?: () => LedgerStatus;
   /** Node-to-node routes (/exchange/v1) and $network-everything; without them those routes answer 404. */
   exchange?: ExchangeRouteDeps;
   /** SMART on FHIR (/auth, /.well-known/smart-configuration) and what the scope guard reads; without it /auth answers 404. */
@@ -118,7 +120,7 @@ export async function buildServer(deps: ApiDeps): Promise<FastifyInstance> {
   // Every /fhir route's SMART scopes (src/api/scope-guard.ts).
   registerScopeGuard(app, deps.auth?.loadResource ? { load: deps.auth.loadResource } : {});
 
-  registerLedgerRoutes(app, deps.ledger);
+  registerLedgerRoutes(app, deps.ledger, deps.status);
   if (deps.auth) registerAuthRoutes(app, deps.auth);
   if (deps.patients) {
     registerPatientRoutes(app, deps.patients, (req) => {

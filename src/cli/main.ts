@@ -19,6 +19,7 @@ import {
   type EtcdSettings,
   initNode,
   memberDescriptor,
+  nodeForkAlarm,
   isHlError,
   issueAdminToken,
   readPatientKeyFile,
@@ -259,6 +260,17 @@ function buildProgram(out: (s: string) => void): Command {
       const tx = signMembershipChange(opts.data, membershipChangeOf(opts), approvals);
       const receipt = (await requestJson(url, '/ledger/tx', { method: 'POST', body: tx })) as { leafIndex?: number };
       out(`${tx.type} ordered at leaf ${receipt.leafIndex ?? '?'}; every node applies it\n`);
+    });
+
+  program
+    .command('alarm')
+    .description("show a stopped node's fork alarm (two different ledger roots seen for one tree size); --clear lifts it")
+    .requiredOption('--data <dir>', "the node's data directory (the node must be stopped)")
+    .option('--clear', 'clear the alarm, after the fork is understood: the node accepts writes again')
+    .action((opts: { data: string; clear?: boolean }) => {
+      const alarm = nodeForkAlarm(opts.data, { clear: opts.clear ?? false });
+      if (alarm === null) out('no fork alarm\n');
+      else out(`fork alarm raised ${new Date(alarm.atMs).toISOString()}: ${alarm.message}${opts.clear ? '\ncleared: the node accepts writes again when started' : ''}\n`);
     });
 
   program
