@@ -146,6 +146,30 @@ describe('a network of three organizations', () => {
     expect(res.body.total).toBe(0);
   });
 
+  it('break-glass across the network: ETREAT with a reason opens every custodian, recorded on the ledger at each', async () => {
+    const ask = (reason?: string) =>
+      fhir(clinic, 'POST', 'Patient/$network-everything', {
+        resourceType: 'Parameters',
+        parameter: [
+          { name: 'patient', valueString: patientKey.patient },
+          { name: 'purpose', valueCode: 'ETREAT' },
+          ...(reason ? [{ name: 'reason', valueString: reason }] : []),
+        ],
+      });
+    // The consent was revoked above: without a reason, nothing.
+    expect((await ask()).body.total).toBe(0);
+    const started = performance.now();
+    const res = await ask('unconscious after a road accident, allergies unknown');
+    const ms = performance.now() - started;
+    expect(res.body.entry.filter((e: any) => e.search.mode === 'outcome')).toEqual([]);
+    expect(res.body.total).toBe(5);
+    expect(ms).toBeLessThan(3000);
+    for (const custodian of [hospital, lab]) {
+      const accesses = [...(custodian.node.ledger.state.emergencies.get(patientKey.patient) ?? [])];
+      expect(accesses.some((a) => a.org === 'riverside-clinic' && a.custodian === custodian.node.config.orgId)).toBe(true);
+    }
+  });
+
   it('answers malformed $network-everything requests with a 4xx OperationOutcome naming the problem', async () => {
     const cases: [unknown, number, RegExp][] = [
       [{ resourceType: 'Patient' }, 400, /Parameters/],
