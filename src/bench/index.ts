@@ -3,4 +3,4 @@
  * `healthledger bench`: measures the DESIGN.md §10 budgets on this machine and prints a table. Numbers are
  * measured, never estimated. May import everything except cli.
  */
-export { runBench } from './run.js';
+export { benchGroups, runBench } from './run.js';

@@ -657,19 +657,27 @@ async function benchEtcdNetwork(dir: string, txCount: number, revocations: numbe
 }
 
 /** Runs every benchmark and prints the table. */
-export async function runBench(options: { quick: boolean; out: (s: string) => void }): Promise<void> {
+/** Groups of rows `bench --only` can pick. */
+export const benchGroups = ['ledger', 'proofs', 'consent', 'fhir', 'network'] as const;
+
+export async function runBench(options: { quick: boolean; only?: readonly string[]; out: (s: string) => void }): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'hl-bench-'));
   const rows: Row[] = [];
+  const want = (group: (typeof benchGroups)[number]) => options.only === undefined || options.only.length === 0 || options.only.includes(group);
   try {
     const appendCount = options.quick ? 5_000 : 50_000;
     const treeLeaves = options.quick ? 100_000 : 1_000_000;
-    const dataDir = await benchAppend(dir, appendCount, rows);
-    await benchAudit(dataDir, rows);
-    benchProofs(dir, treeLeaves, rows);
-    await benchConsent(dir, options.quick ? 1_000 : 10_000, rows);
-    await benchFhir(dir, options.quick ? 20 : 1600, rows);
-    await benchNetworkEverything(dir, options.quick ? 20 : 200, rows);
-    await benchEtcdNetwork(dir, options.quick ? 3_000 : 30_000, options.quick ? 5 : 20, rows);
+    if (want('ledger')) {
+      const dataDir = await benchAppend(dir, appendCount, rows);
+      await benchAudit(dataDir, rows);
+    }
+    if (want('proofs')) benchProofs(dir, treeLeaves, rows);
+    if (want('consent')) await benchConsent(dir, options.quick ? 1_000 : 10_000, rows);
+    if (want('fhir')) await benchFhir(dir, options.quick ? 20 : 1600, rows);
+    if (want('network')) {
+      await benchNetworkEverything(dir, options.quick ? 20 : 200, rows);
+      await benchEtcdNetwork(dir, options.quick ? 3_000 : 30_000, options.quick ? 5 : 20, rows);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -29,7 +29,7 @@ import {
   writePatientKeyFile,
   writeSynthBundles,
 } from '../node.js';
-import { runBench } from '../bench/index.js';
+import { benchGroups, runBench } from '../bench/index.js';
 import { importFiles } from './import.js';
 import { demoTour, startDemo } from './demo.js';
 import { RequestError, requestJson } from './http.js';
@@ -558,8 +558,12 @@ function buildProgram(out: (s: string) => void): Command {
     .command('bench')
     .description('measure the performance budgets of DESIGN.md §10 and print them as a table')
     .option('--quick', 'smaller sizes, for a fast look')
-    .action(async (opts: { quick?: boolean }) => {
-      await runBench({ quick: opts.quick ?? false, out });
+    .option('--only <groups>', `comma-separated groups of rows: ${benchGroups.join(', ')} (default: all)`)
+    .action(async (opts: { quick?: boolean; only?: string }) => {
+      const only = opts.only?.split(',').map((g) => g.trim());
+      const unknown = only?.filter((g) => !(benchGroups as readonly string[]).includes(g)) ?? [];
+      if (unknown.length > 0) throw new HlErrorForCli(`--only: unknown group ${unknown.join(', ')} (groups: ${benchGroups.join(', ')})`);
+      await runBench({ quick: opts.quick ?? false, ...(only ? { only } : {}), out });
     });
 
   return program;
