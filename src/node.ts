@@ -666,11 +666,16 @@ export interface EtcdSettings {
   unavailableMs?: number;
 }
 
-/** The node's EtcdOrderer: its network's log is every key under `healthledger/<origin>/`. */
-export async function openEtcdOrderer(settings: EtcdSettings, config: NodeConfig, clock: Clock, log?: Logger): Promise<EtcdOrderer> {
-  if (settings.endpoints.length === 0 || settings.endpoints.some((e) => !/^https?:\/\/[^\s/?#]+$/.test(e))) {
+/** Throws `invalid` unless `endpoints` is a non-empty list of http(s)://host:port URLs (`start --etcd URLS`). */
+export function checkEtcdEndpoints(endpoints: readonly string[]): void {
+  if (endpoints.length === 0 || endpoints.some((e) => !/^https?:\/\/[^\s/?#]+$/.test(e))) {
     throw new HlError('invalid', '--etcd must be comma-separated http(s)://host:port URLs');
   }
+}
+
+/** The node's EtcdOrderer: its network's log is every key under `healthledger/<origin>/`. */
+export async function openEtcdOrderer(settings: EtcdSettings, config: NodeConfig, clock: Clock, log?: Logger): Promise<EtcdOrderer> {
+  checkEtcdEndpoints(settings.endpoints);
   if (config.origin === '') throw new HlError('conflict', 'this node has no network yet: start it once with --genesis FILE');
   return EtcdOrderer.open({
     endpoints: settings.endpoints,

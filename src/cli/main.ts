@@ -12,6 +12,7 @@ import {
   addStaffUser,
   adoptGenesis,
   approveMembershipChange,
+  checkEtcdEndpoints,
   signMembershipChange,
   type MembershipChange,
   createGenesis,
@@ -119,8 +120,10 @@ function etcdSettingsOf(opts: { etcd?: string; etcdCa?: string; etcdCert?: strin
   if (Boolean(opts.etcdCert) !== Boolean(opts.etcdKey)) throw new HlErrorForCli('--etcd-cert and --etcd-key go together');
   const password = process.env.HEALTHLEDGER_ETCD_PASSWORD;
   if (opts.etcdUser && !password) throw new HlErrorForCli('--etcd-user needs the password in $HEALTHLEDGER_ETCD_PASSWORD');
+  const endpoints = opts.etcd.split(',').map((u) => u.trim()).filter((u) => u.length > 0);
+  checkEtcdEndpoints(endpoints);
   return {
-    endpoints: opts.etcd.split(',').map((u) => u.trim()).filter((u) => u.length > 0),
+    endpoints,
     ...(opts.etcdCa
       ? { tls: { ca: readPem(opts.etcdCa, '--etcd-ca'), ...(opts.etcdCert ? { cert: readPem(opts.etcdCert, '--etcd-cert'), key: readPem(opts.etcdKey!, '--etcd-key') } : {}) } }
       : {}),
@@ -226,13 +229,7 @@ function buildProgram(out: (s: string) => void): Command {
     .option('--member <file...>', 'member line files (healthledger member --data DIR --url URL > FILE)', [])
     .action((opts: { data: string; origin: string; url: string; out: string; member: string[] }) => {
       if (existsSync(opts.out)) throw new HlErrorForCli(`${opts.out} exists; refusing to overwrite it`);
-      const members = opts.member.map((f) => {
-        try {
-          return JSON.parse(readFileSync(f, 'utf8')) as Parameters<typeof createGenesis>[0]['members'][number];
-        } catch {
-          throw new HlErrorForCli(`${f} is not a member line (JSON from healthledger member)`);
-        }
-      });
+      const members = opts.member.map((f) => readJsonFile(f, 'member line') as Parameters<typeof createGenesis>[0]['members'][number]);
       const genesis = createGenesis({ dataDir: opts.data, origin: opts.origin, url: opts.url, members });
       writeFileSync(opts.out, `${JSON.stringify(genesis, null, 2)}\n`);
       const orgs = genesis.body.orgs as { id: string; url?: string }[];
@@ -366,8 +363,9 @@ function buildProgram(out: (s: string) => void): Command {
     .option('--etcd-user <name>', "this organization's etcd user (password in $HEALTHLEDGER_ETCD_PASSWORD)")
     .action(async (opts: StartOptions) => {
       if (!/^\d{1,5}$/.test(opts.port) || Number(opts.port) > 65535) throw new HlErrorForCli('--port must be a number from 0 to 65535');
-      if (opts.genesis) adoptGenesis(opts.data, readJsonFile(opts.genesis, 'genesis file') as Parameters<typeof adoptGenesis>[1]);
+      // Every option is checked before the genesis is adopted, so a bad command line changes nothing.
       const etcd = etcdSettingsOf(opts);
+      if (opts.genesis) adoptGenesis(opts.data, readJsonFile(opts.genesis, 'genesis file') as Parameters<typeof adoptGenesis>[1]);
       const running = await startNode({
         dataDir: opts.data,
         port: Number(opts.port),
