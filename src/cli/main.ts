@@ -89,6 +89,14 @@ interface StartOptions {
   etcdUser?: string;
 }
 
+/**
+ * After a server command has stopped cleanly: a client library may keep retrying a connection that never
+ * came up (the etcd client does, against an unreachable cluster), which would keep the process alive.
+ */
+function exitSoonAfterStop(): void {
+  setTimeout(() => process.exit(Number(process.exitCode ?? ExitCode.ok)), 1000).unref();
+}
+
 function readJsonFile(file: string, what: string): unknown {
   let text: string;
   try {
@@ -118,6 +126,7 @@ function etcdSettingsOf(opts: { etcd?: string; etcdCa?: string; etcdCert?: strin
     return undefined;
   }
   if (Boolean(opts.etcdCert) !== Boolean(opts.etcdKey)) throw new HlErrorForCli('--etcd-cert and --etcd-key go together');
+  if (opts.etcdCert && !opts.etcdCa) throw new HlErrorForCli('--etcd-cert and --etcd-key need --etcd-ca (the CA of the etcd members)');
   const password = process.env.HEALTHLEDGER_ETCD_PASSWORD;
   if (opts.etcdUser && !password) throw new HlErrorForCli('--etcd-user needs the password in $HEALTHLEDGER_ETCD_PASSWORD');
   const endpoints = opts.etcd.split(',').map((u) => u.trim()).filter((u) => u.length > 0);
@@ -208,6 +217,7 @@ function buildProgram(out: (s: string) => void): Command {
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
       });
+      exitSoonAfterStop();
     });
 
   program
@@ -387,6 +397,7 @@ function buildProgram(out: (s: string) => void): Command {
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
       });
+      exitSoonAfterStop();
     });
 
   program
