@@ -101,3 +101,47 @@ describe('$network-everything: who asks is who the custodians judge', () => {
     expect(fromHospital(res.body)).toEqual([]);
   });
 });
+
+describe('$network-everything: what a custodian answers', () => {
+  const asClinic = async (patient: string) => networkEverything(clinic, await issueAdminToken({ dataDir: clinic.node.dataDir }), patient);
+
+  async function withAnswer(alter: (pkg: Awaited<ReturnType<RunningNode['node']['exchange']['everythingAsCustodian']>>) => void, run: () => Promise<void>) {
+    const exchange = hospital.node.exchange;
+    const honest = exchange.everythingAsCustodian.bind(exchange);
+    exchange.everythingAsCustodian = async (request, ctx) => {
+      const pkg = await honest(request, ctx);
+      alter(pkg);
+      return pkg;
+    };
+    try {
+      await run();
+    } finally {
+      exchange.everythingAsCustodian = honest;
+    }
+  }
+
+  it('shows each version once, however often the custodian sends it', async () => {
+    await withAnswer(
+      (pkg) => pkg.entries.push(...pkg.entries, ...pkg.entries),
+      async () => {
+        const res = await asClinic(consented.patient);
+        const shown = fromHospital(res.body).map((e: any) => `${e.resource.resourceType}/${e.resource.id}/${e.resource.meta.versionId}`);
+        expect(shown.length).toBe(2);
+        expect(new Set(shown).size).toBe(2);
+      },
+    );
+  });
+
+  it('never quotes content that fails verification in its outcomes', async () => {
+    await withAnswer(
+      (pkg) => pkg.entries.push({ ...pkg.entries[0]!, content: Buffer.from('Nakamura has HIV, viral load 1200 copies').toString('base64') }),
+      async () => {
+        const res = await asClinic(consented.patient);
+        expect(fromHospital(res.body).length).toBe(2);
+        const outcomes = JSON.stringify(res.body.entry.filter((e: any) => e.search.mode === 'outcome'));
+        expect(outcomes).toMatch(/failed verification/);
+        expect(outcomes).not.toMatch(/Nakamura|HIV/);
+      },
+    );
+  });
+});
