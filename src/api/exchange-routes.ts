@@ -72,7 +72,14 @@ export function registerExchangeRoutes(app: FastifyInstance, deps: ExchangeRoute
     const ctx: AccessContext = {
       purpose: request.purpose,
       ...(request.reason ? { reason: request.reason } : {}),
-      requester: { org: token.org, ...(request.practitioner ? { user: request.practitioner } : {}), ...(token.client ? { client: token.client } : {}) },
+      requester: {
+        org: token.org,
+        ...(request.practitioner ? { user: request.practitioner } : {}),
+        ...(request.roles ? { roles: request.roles } : {}),
+        ...(token.client ? { client: token.client } : {}),
+        // An app of the requesting organization is judged as an app here too.
+        ...(request.app ? { app: request.app } : {}),
+      },
     };
     req.accessContext = ctx;
     return deps.everything(request, ctx);

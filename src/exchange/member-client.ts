@@ -27,11 +27,42 @@ function errorCodeOf(status: number): ConstructorParameters<typeof HlError>[0] {
 
 async function diagnosticsOf(res: Response): Promise<string> {
   try {
-    const body = (await res.json()) as { issue?: { diagnostics?: string }[]; error_description?: string };
+    const body = JSON.parse(await boundedText(res, maxSmallAnswerBytes, 'peer')) as { issue?: { diagnostics?: string }[]; error_description?: string };
     return (body.issue?.[0]?.diagnostics ?? body.error_description ?? `HTTP ${res.status}`).slice(0, 300);
   } catch {
     return `HTTP ${res.status}`;
   }
+}
+
+/** The most of a checkpoint answer read (a signed note is at most 64 KiB). */
+const maxNoteAnswerBytes = 64 * 1024;
+/** The most of an `everything` answer read (the parser takes at most 1,000,000 entries and 100,000 leaves). */
+const maxEverythingAnswerBytes = 256 * 1024 * 1024;
+/** The most of an error or token answer read. */
+const maxSmallAnswerBytes = 64 * 1024;
+
+/** A peer's answer body as text, refusing (and cancelling) it beyond `maxBytes`. */
+async function boundedText(res: Response, maxBytes: number, peer: string): Promise<string> {
+  const declared = Number(res.headers.get('content-length') ?? NaN);
+  if (declared > maxBytes) {
+    await res.body?.cancel().catch(() => undefined);
+    throw new HlError('invalid', `${peer}'s answer is too large (${declared} bytes)`);
+  }
+  if (res.body === null) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw new HlError('invalid', `${peer}'s answer is too large (more than ${maxBytes} bytes)`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** The client side of node-to-node calls. */
@@ -78,7 +109,13 @@ export class MemberClient {
       }).toString(),
     });
     if (!res.ok) throw new HlError(errorCodeOf(res.status), `${member.id} refused this node's sign-in: ${await diagnosticsOf(res)}`);
-    const body = (await res.json()) as { access_token?: unknown; expires_in?: unknown };
+    let body: { access_token?: unknown; expires_in?: unknown };
+    try {
+      body = JSON.parse(await boundedText(res, maxSmallAnswerBytes, member.id)) as typeof body;
+    } catch {
+      throw new HlError('pushback', `${member.id} answered the sign-in with malformed JSON`);
+    }
+    if (typeof body !== 'object' || body === null) throw new HlError('pushback', `${member.id} answered the sign-in without a token`);
     if (typeof body.access_token !== 'string') throw new HlError('pushback', `${member.id} answered the sign-in without a token`);
     const ttl = typeof body.expires_in === 'number' ? body.expires_in : 60;
     this.tokens.set(member.url, { token: body.access_token, expiresAtMs: now + ttl * 1000 });
@@ -98,9 +135,10 @@ export class MemberClient {
       if (res.status !== 401) break;
     }
     if (!res!.ok) throw new HlError(errorCodeOf(res!.status), `${member.id}: ${await diagnosticsOf(res!)}`);
+    const text = await boundedText(res!, maxEverythingAnswerBytes, member.id);
     let body: unknown;
     try {
-      body = await res!.json();
+      body = JSON.parse(text);
     } catch {
       throw new HlError('invalid', `${member.id} answered with malformed JSON`);
     }
@@ -110,7 +148,7 @@ export class MemberClient {
   /** Sends a signed checkpoint to a member; its answer is the note it holds for that size (cosigned, or its own on a fork). */
   async postCheckpoint(member: MemberEndpoint, note: string): Promise<{ status: number; note: string }> {
     const res = await this.call(`${member.url}/exchange/v1/checkpoint`, { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, body: note });
-    return { status: res.status, note: await res.text() };
+    return { status: res.status, note: await boundedText(res, maxNoteAnswerBytes, member.id) };
   }
 
   private async call(url: string, init: RequestInit): Promise<Response> {

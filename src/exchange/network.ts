@@ -97,6 +97,12 @@ export class NetworkExchange {
 
   /** Requester side: `POST /fhir/Patient/$network-everything`. */
   async networkEverything(ctx: AccessContext, patient: string): Promise<NetworkBundle> {
+    // This node asks the custodians as its organization, naming who asks: only its own staff and apps may
+    // make it ask. Another organization's node asks the custodians itself; a patient reads their own
+    // records at each node.
+    if (ctx.requester.org !== this.deps.orgId || ctx.requester.patient !== undefined || ctx.selfPatient !== undefined) {
+      throw new HlError('forbidden', `only ${this.deps.orgId}'s own staff and system clients may ask other custodians through this node`);
+    }
     const state = this.deps.ledger.state;
     if (!state.patients.has(patient)) throw new HlError('not-found', `no patient ${patient} is registered on the ledger`);
     const custodians = new Map<string, PatientLink>();
@@ -106,6 +112,8 @@ export class NetworkExchange {
       purpose: ctx.purpose as PurposeOfUse,
       ...(ctx.reason ? { reason: ctx.reason } : {}),
       ...(ctx.requester.user ? { practitioner: ctx.requester.user } : {}),
+      ...(ctx.requester.roles && ctx.requester.roles.length > 0 ? { roles: [...ctx.requester.roles] } : {}),
+      ...(ctx.requester.app !== undefined ? { app: ctx.requester.app } : {}),
       minTreeSize: this.deps.ledger.treeSize,
     };
     const answers = await Promise.all(

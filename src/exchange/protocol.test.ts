@@ -29,6 +29,17 @@ describe('parseEverythingRequest', () => {
     });
   });
 
+  it('takes the roles and the app of who asks', () => {
+    expect(parseEverythingRequest({ patient, purpose: 'TREAT', practitioner: 'dr-a', roles: ['clinician'], app: 'ehr.1', minTreeSize: 0 })).toEqual({
+      patient,
+      purpose: 'TREAT',
+      practitioner: 'dr-a',
+      roles: ['clinician'],
+      app: 'ehr.1',
+      minTreeSize: 0,
+    });
+  });
+
   it.each([
     [null, /JSON object/],
     [[], /JSON object/],
@@ -38,6 +49,9 @@ describe('parseEverythingRequest', () => {
     [{ patient, purpose: 'TREAT', reason: '', minTreeSize: 0 }, /reason/],
     [{ patient, purpose: 'TREAT', practitioner: 'a b', minTreeSize: 0 }, /practitioner/],
     [{ patient, purpose: 'TREAT', minTreeSize: -1 }, /minTreeSize/],
+    [{ patient, purpose: 'TREAT', roles: 'auditor', minTreeSize: 0 }, /roles/],
+    [{ patient, purpose: 'TREAT', roles: ['Auditor'], minTreeSize: 0 }, /roles/],
+    [{ patient, purpose: 'TREAT', app: '', minTreeSize: 0 }, /app/],
     [{ patient, purpose: 'TREAT', minTreeSize: 1.5 }, /minTreeSize/],
   ])('refuses %j naming the problem', (body, message) => {
     expect(() => parseEverythingRequest(body)).toThrow(message);

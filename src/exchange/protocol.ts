@@ -18,6 +18,13 @@ export interface EverythingRequest {
   reason?: string;
   /** The requester's acting practitioner (the requesting organization vouches for it). */
   practitioner?: string;
+  /** The practitioner's staff roles at the requesting organization (consents may permit or deny by role). */
+  roles?: string[];
+  /**
+   * Set when an app or system client of the requesting organization asks rather than its staff: the
+   * client id. The custodian judges it as an app (no break-glass, no practitioner or role permits).
+   */
+  app?: string;
   /** The requester's ledger size: the custodian waits (bounded) until it has applied as much. */
   minTreeSize: number;
 }
@@ -52,6 +59,8 @@ export interface EverythingPackage {
 }
 
 const practitionerPattern = /^[A-Za-z0-9\-.]{1,64}$/;
+const rolePattern = /^[a-z][a-z0-9-]{0,31}$/;
+const appPattern = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** Checks a request body; `invalid` naming the first problem. */
 export function parseEverythingRequest(body: unknown): EverythingRequest {
@@ -67,12 +76,18 @@ export function parseEverythingRequest(body: unknown): EverythingRequest {
   if (b.practitioner !== undefined && (typeof b.practitioner !== 'string' || !practitionerPattern.test(b.practitioner))) {
     throw new HlError('invalid', 'practitioner must be a FHIR id');
   }
+  if (b.roles !== undefined && (!Array.isArray(b.roles) || b.roles.length > 16 || b.roles.some((r) => typeof r !== 'string' || !rolePattern.test(r)))) {
+    throw new HlError('invalid', 'roles must be a list of at most 16 role codes');
+  }
+  if (b.app !== undefined && (typeof b.app !== 'string' || !appPattern.test(b.app))) throw new HlError('invalid', 'app must be a client id');
   if (!Number.isSafeInteger(b.minTreeSize) || (b.minTreeSize as number) < 0) throw new HlError('invalid', 'minTreeSize must be a non-negative integer');
   return {
     patient: b.patient,
     purpose: b.purpose as PurposeOfUse,
     ...(b.reason === undefined ? {} : { reason: b.reason as string }),
     ...(b.practitioner === undefined ? {} : { practitioner: b.practitioner as string }),
+    ...(b.roles === undefined ? {} : { roles: [...(b.roles as string[])] }),
+    ...(b.app === undefined ? {} : { app: b.app as string }),
     minTreeSize: b.minTreeSize as number,
   };
 }

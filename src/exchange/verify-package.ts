@@ -10,6 +10,8 @@ import { memberNoteKeys, publicVerifier, verifyMemberCheckpoint, type Ledger } f
 import { commitmentsOf, type RecordCommitBody } from '../repository/index.js';
 import type { EverythingPackage } from './protocol.js';
 
+const fhirIdPattern = /^[A-Za-z0-9\-.]{1,64}$/;
+
 /** A version that verified. */
 export interface VerifiedEntry {
   resource: { resourceType: string; id: string } & Record<string, unknown>;
@@ -67,20 +69,35 @@ export function verifyPackage(pkg: EverythingPackage, ledger: Ledger, expected: 
     }
   }
   const entries: VerifiedEntry[] = [];
+  const shown = new Set<string>();
   pkg.entries.forEach((packed, i) => {
     let label = `entry ${i}`;
     try {
       const content = fromBase64(packed.content);
-      const resource = JSON.parse(fromUtf8(content)) as VerifiedEntry['resource'] & { meta?: { versionId?: string } };
+      let resource: VerifiedEntry['resource'] & { meta?: { versionId?: string } };
+      try {
+        resource = JSON.parse(fromUtf8(content)) as typeof resource;
+      } catch {
+        // Never the parser's message: it quotes the content, which may be anything, PHI included.
+        throw new Error('its content is not JSON');
+      }
+      if (typeof resource !== 'object' || resource === null) throw new Error('not a FHIR resource version');
       const versionId = resource.meta?.versionId;
       if (typeof resource.resourceType !== 'string' || typeof resource.id !== 'string' || typeof versionId !== 'string') throw new Error('not a FHIR resource version');
-      label = `${resource.resourceType}/${resource.id}/_history/${versionId}`;
+      // Named in failures only when it looks like a FHIR reference (the content is not verified yet).
+      if (/^[A-Z][A-Za-z]{0,63}$/.test(resource.resourceType) && fhirIdPattern.test(resource.id) && fhirIdPattern.test(versionId)) {
+        label = `${resource.resourceType}/${resource.id}/_history/${versionId}`;
+      }
       const commitments = leaves.get(packed.leafIndex);
       if (commitments === undefined) throw new Error('its leaf was not sent');
       if (typeof commitments === 'string') throw new Error(commitments);
       const committed = commitments.get(`${resource.resourceType}/${resource.id}/${versionId}`);
       if (committed === undefined) throw new Error('its leaf does not commit this version');
       if (committed !== toHex(sha256(concatBytes(fromBase64(packed.salt), content)))) throw new Error('its content does not match the commitment');
+      // A version is shown once, however often the custodian sends it.
+      const key = `${resource.resourceType}/${resource.id}/${versionId}`;
+      if (shown.has(key)) return;
+      shown.add(key);
       entries.push({ resource, leafIndex: packed.leafIndex });
     } catch (err) {
       failures.push(`${label} from ${expected.custodian} failed verification: ${(err as Error).message}`);
