@@ -6,7 +6,7 @@
  * verifies every entry without trusting the custodian. Checkpoints are gossiped at
  * `POST /exchange/v1/checkpoint` (a signed note; the answer is the note with the receiver's cosignature).
  */
-import { HlError, toBase64 } from '../kernel/index.js';
+import { HlError } from '../kernel/index.js';
 import { patientIdPattern, purposesOfUse, type PurposeOfUse } from '../ledger/index.js';
 
 /** What a requester asks a custodian for. */
@@ -123,12 +123,22 @@ export function parseEverythingPackage(body: unknown): EverythingPackage {
   return b as unknown as EverythingPackage;
 }
 
+/** Base64 on the wire, through Node's native codec (answers carry hundreds of kilobytes). */
+export function wireBase64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+}
+
+/** Decodes wire base64 (its alphabet was checked by the parser; everything is then checked on the bytes). */
+export function fromWireBase64(text: string): Uint8Array {
+  return Buffer.from(text, 'base64');
+}
+
 /** Packs a version for the wire. */
 export function packVersion(content: Uint8Array, v: { leafIndex: number; salt: Uint8Array }): PackagedVersion {
-  return { content: toBase64(content), salt: toBase64(v.salt), leafIndex: v.leafIndex };
+  return { content: wireBase64(content), salt: wireBase64(v.salt), leafIndex: v.leafIndex };
 }
 
 /** Packs a leaf and its inclusion proof for the wire. */
 export function packLeaf(l: { leafIndex: number; leaf: Uint8Array; proof: Uint8Array[] }): PackagedLeaf {
-  return { leafIndex: l.leafIndex, leaf: toBase64(l.leaf), proof: l.proof.map(toBase64) };
+  return { leafIndex: l.leafIndex, leaf: wireBase64(l.leaf), proof: l.proof.map(wireBase64) };
 }

@@ -4,11 +4,11 @@
  * tree where this node has it), the entry's leaf is in that tree, the leaf is the custodian's `record.commit`
  * of exactly that version of that patient's record, and `SHA-256(salt || bytes)` is the commitment.
  */
-import { concatBytes, equalBytes, fromBase64, fromUtf8, toHex } from '../kernel/index.js';
+import { concatBytes, equalBytes, fromUtf8, toHex } from '../kernel/index.js';
 import { sha256 } from '../crypto/index.js';
 import { memberNoteKeys, publicVerifier, verifyMemberCheckpoint, type Ledger } from '../ledger/index.js';
 import { commitmentsOf, type RecordCommitBody } from '../repository/index.js';
-import type { EverythingPackage } from './protocol.js';
+import { fromWireBase64, type EverythingPackage } from './protocol.js';
 
 const fhirIdPattern = /^[A-Za-z0-9\-.]{1,64}$/;
 
@@ -50,9 +50,9 @@ export function verifyPackage(pkg: EverythingPackage, ledger: Ledger, expected: 
   const leaves = new Map<number, Map<string, string> | string>();
   for (const packed of pkg.leaves) {
     try {
-      const leaf = fromBase64(packed.leaf);
+      const leaf = fromWireBase64(packed.leaf);
       if (packed.leafIndex >= pkg.treeSize) throw new Error('it is beyond the checkpoint');
-      publicVerifier.verifyInclusion(BigInt(packed.leafIndex), BigInt(pkg.treeSize), publicVerifier.leafHash(leaf), packed.proof.map(fromBase64), cp.rootHash);
+      publicVerifier.verifyInclusion(BigInt(packed.leafIndex), BigInt(pkg.treeSize), publicVerifier.leafHash(leaf), packed.proof.map(fromWireBase64), cp.rootHash);
       if (packed.leafIndex < ledger.treeSize) {
         const own = ledger.store.entry(packed.leafIndex);
         if (own === null || !equalBytes(own, leaf)) throw new Error("it differs from this node's ledger");
@@ -73,7 +73,7 @@ export function verifyPackage(pkg: EverythingPackage, ledger: Ledger, expected: 
   pkg.entries.forEach((packed, i) => {
     let label = `entry ${i}`;
     try {
-      const content = fromBase64(packed.content);
+      const content = fromWireBase64(packed.content);
       let resource: VerifiedEntry['resource'] & { meta?: { versionId?: string } };
       try {
         resource = JSON.parse(fromUtf8(content)) as typeof resource;
@@ -93,7 +93,7 @@ export function verifyPackage(pkg: EverythingPackage, ledger: Ledger, expected: 
       if (typeof commitments === 'string') throw new Error(commitments);
       const committed = commitments.get(`${resource.resourceType}/${resource.id}/${versionId}`);
       if (committed === undefined) throw new Error('its leaf does not commit this version');
-      if (committed !== toHex(sha256(concatBytes(fromBase64(packed.salt), content)))) throw new Error('its content does not match the commitment');
+      if (committed !== toHex(sha256(concatBytes(fromWireBase64(packed.salt), content)))) throw new Error('its content does not match the commitment');
       // A version is shown once, however often the custodian sends it.
       const key = `${resource.resourceType}/${resource.id}/${versionId}`;
       if (shown.has(key)) return;

@@ -62,17 +62,8 @@ const b64Alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 const b64Lookup = new Int16Array(128).fill(-1);
 for (let i = 0; i < 64; i++) b64Lookup[b64Alphabet.charCodeAt(i)] = i;
 
-/** Node's Buffer when there is one (natively fast); the pure code below runs in browsers. */
-const nodeBuffer = (globalThis as { Buffer?: { from(data: Uint8Array | string, encoding?: string): Uint8Array & { toString(encoding: string): string } } })
-  .Buffer;
-
 /** Standard padded base64 (RFC 4648 §4). */
 export function toBase64(bytes: Uint8Array): string {
-  if (nodeBuffer && bytes.length > 64) return nodeBuffer.from(bytes).toString('base64');
-  return toBase64Pure(bytes);
-}
-
-function toBase64Pure(bytes: Uint8Array): string {
   let out = '';
   let i = 0;
   for (; i + 2 < bytes.length; i += 3) {
@@ -96,13 +87,6 @@ function toBase64Pure(bytes: Uint8Array): string {
  */
 export function fromBase64(text: string): Uint8Array {
   if (text.length % 4 !== 0) throw new HlError('invalid', 'base64 length is not a multiple of 4');
-  if (nodeBuffer && text.length > 64) {
-    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text)) throw new HlError('invalid', 'not a base64 string');
-    const decoded = nodeBuffer.from(text, 'base64');
-    // One value, one encoding: Buffer ignores non-zero trailing bits, so compare the round trip.
-    if (nodeBuffer.from(decoded).toString('base64') !== text) throw new HlError('invalid', 'non-canonical base64');
-    return new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength);
-  }
   const pad = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
   const out = new Uint8Array((text.length / 4) * 3 - pad);
   let o = 0;
