@@ -18,6 +18,8 @@ export interface GossipLog {
 export class CheckpointGossip {
   private readonly inFlight = new Map<string, Promise<void>>();
   private stopped = false;
+  private lastAnnounceMs = 0;
+  private pending: NodeJS.Timeout | null = null;
   private readonly again = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
 
@@ -30,6 +32,8 @@ export class CheckpointGossip {
       onFork: (message: string) => void;
       /** How often a checkpoint that is not final yet is sent again. */
       intervalMs?: number;
+      /** Least time between two sends to the peers. */
+      minGapMs?: number;
     },
   ) {}
 
@@ -41,6 +45,7 @@ export class CheckpointGossip {
   /** Stops sending; resolves once the calls in flight are over. */
   async stop(): Promise<void> {
     this.stopped = true;
+    if (this.pending) clearTimeout(this.pending);
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await Promise.all(this.inFlight.values());
@@ -60,9 +65,21 @@ export class CheckpointGossip {
     if (latest !== null && (final === null || final.note !== latest || signatureCount(latest) < this.deps.ledger.state.members.size)) this.announce();
   }
 
-  /** Sends this node's latest checkpoint to every peer. */
+  /**
+   * Sends this node's latest checkpoint to every peer, at most once per `minGapMs` (a busy ledger signs a
+   * checkpoint after nearly every block; peers need only the newest).
+   */
   announce(): void {
     if (this.stopped) return;
+    const wait = this.lastAnnounceMs + (this.deps.minGapMs ?? 200) - Date.now();
+    if (wait > 0) {
+      this.pending ??= setTimeout(() => {
+        this.pending = null;
+        this.announce();
+      }, wait);
+      return;
+    }
+    this.lastAnnounceMs = Date.now();
     for (const peer of this.peers()) {
       if (this.inFlight.has(peer.id)) {
         this.again.add(peer.id);

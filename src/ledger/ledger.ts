@@ -323,15 +323,20 @@ export class Ledger {
   private noteSigned(size: number, note: string, signers = 1): void {
     if (signers < this.state.quorum() || (this.final !== null && this.final.treeSize > size)) return;
     this.final = { treeSize: size, note };
-    // Lost in a crash, it only lags: the stored checkpoints still carry their signatures.
-    this.store.setMeta('final-checkpoint', String(size), { redoable: true });
   }
 
+  /** The latest stored checkpoint that a majority signed: worked out again at open from the stored notes. */
   private loadFinal(): void {
-    const size = this.store.getMeta('final-checkpoint');
-    const note = size === null ? null : this.store.checkpoint(Number(size));
-    if (note !== null) this.final = { treeSize: Number(size), note };
-    else if (this.state.quorum() === 1) this.final = this.store.latestCheckpoint();
+    for (const { treeSize, note } of this.store.checkpointsDescending(1000)) {
+      try {
+        if (this.verifiedNote(note).signers.length >= this.state.quorum()) {
+          this.final = { treeSize, note };
+          return;
+        }
+      } catch {
+        // A note whose signatures no longer verify (a member left and its key went) is not final.
+      }
+    }
   }
 
   /** The stored checkpoint for `treeSize` with every member signature gathered so far, or null. */

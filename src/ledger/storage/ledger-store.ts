@@ -45,11 +45,12 @@ export interface LedgerStore extends NodeReader {
   nodeCount(): number;
   putCheckpoint(treeSize: number, note: string): void;
   latestCheckpoint(): { treeSize: number; note: string } | null;
+  /** The newest `limit` stored checkpoints, largest tree size first. */
+  checkpointsDescending(limit: number): { treeSize: number; note: string }[];
   /** The stored checkpoint note for exactly `treeSize`, if any. */
   checkpoint(treeSize: number): string | null;
   checkpoints(): Iterable<{ treeSize: number; note: string }>;
   getMeta(key: string): string | null;
-  /** `redoable`: a value the node can work out again after a crash, written without waiting for the disk. */
-  setMeta(key: string, value: string, options?: { redoable?: boolean }): void;
+  setMeta(key: string, value: string): void;
   close(): void;
 }

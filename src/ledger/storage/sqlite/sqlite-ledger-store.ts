@@ -111,6 +111,7 @@ export class SqliteLedgerStore implements LedgerStore {
       putCheckpoint: db.prepare('INSERT OR REPLACE INTO ledger_checkpoint (tree_size, note) VALUES (?, ?)'),
       latestCheckpoint: db.prepare('SELECT tree_size, note FROM ledger_checkpoint ORDER BY tree_size DESC LIMIT 1'),
       checkpoint: db.prepare('SELECT note FROM ledger_checkpoint WHERE tree_size = ?').pluck(),
+      checkpointsDescending: db.prepare('SELECT tree_size, note FROM ledger_checkpoint ORDER BY tree_size DESC LIMIT ?'),
       checkpoints: db.prepare('SELECT tree_size, note FROM ledger_checkpoint ORDER BY tree_size'),
       getMeta: db.prepare('SELECT value FROM ledger_meta WHERE key = ?').pluck(),
       setMeta: db.prepare('INSERT OR REPLACE INTO ledger_meta (key, value) VALUES (?, ?)'),
@@ -239,6 +240,10 @@ export class SqliteLedgerStore implements LedgerStore {
     }
   }
 
+  checkpointsDescending(limit: number): { treeSize: number; note: string }[] {
+    return (this.stmts.checkpointsDescending.all(limit) as { tree_size: number; note: string }[]).map((r) => ({ treeSize: r.tree_size, note: r.note }));
+  }
+
   checkpoint(treeSize: number): string | null {
     return (this.stmts.checkpoint.get(treeSize) as string | undefined) ?? null;
   }
@@ -258,9 +263,8 @@ export class SqliteLedgerStore implements LedgerStore {
     return (this.stmts.getMeta.get(key) as string | undefined) ?? null;
   }
 
-  setMeta(key: string, value: string, options: { redoable?: boolean } = {}): void {
-    if (options.redoable) this.redoable(() => this.stmts.setMeta.run(key, value));
-    else this.stmts.setMeta.run(key, value);
+  setMeta(key: string, value: string): void {
+    this.stmts.setMeta.run(key, value);
   }
 
   close(): void {
