@@ -100,10 +100,10 @@ describe('base64 (RFC 4648 §4, strict)', () => {
     expect(Array.from(fromBase64(encoded))).toEqual(Array.from(all));
   });
 
-  it('refuses long non-canonical, padded-wrong and foreign-alphabet base64 (the fast path) as the short path does', () => {
+  it('refuses non-canonical, padded-wrong and foreign-alphabet base64 in a long string as in a short one', () => {
     const bytes = Uint8Array.from({ length: 70 }, (_, i) => (i * 37) & 255);
     const good = Buffer.from(bytes).toString('base64');
-    expect(good.length).toBeGreaterThan(64);
+    expect(good.length).toBe(96);
     expect(Buffer.from(fromBase64(good)).equals(Buffer.from(bytes))).toBe(true);
     // 70 bytes end in one byte plus '==': the last data character carries 4 bits that must be zero.
     const lastData = good.length - 3;
@@ -181,20 +181,6 @@ describe('base64url (RFC 4648 §5, unpadded)', () => {
     expect(toBase64Url(ascii('fo'))).toBe('Zm8');
     expect(toBase64Url(ascii('foo'))).toBe('Zm9v');
     expect(Array.from(fromBase64Url('-_8'))).toEqual([0xfb, 0xff]);
-  });
-
-  it('refuses long non-canonical, padded-wrong and foreign-alphabet base64 (the fast path) as the short path does', () => {
-    const bytes = Uint8Array.from({ length: 70 }, (_, i) => (i * 37) & 255);
-    const good = Buffer.from(bytes).toString('base64');
-    expect(good.length).toBeGreaterThan(64);
-    expect(Buffer.from(fromBase64(good)).equals(Buffer.from(bytes))).toBe(true);
-    // 70 bytes end in one byte plus '==': the last data character carries 4 bits that must be zero.
-    const lastData = good.length - 3;
-    const nonCanonical = `${good.slice(0, lastData)}${good[lastData] === 'A' ? 'B' : String.fromCharCode(good.charCodeAt(lastData) + 1)}==`;
-    expect(() => fromBase64(nonCanonical)).toThrow(/non-canonical/);
-    expect(() => fromBase64(`${good.slice(0, -4)}-_==`)).toThrow(/not a base64 string/);
-    expect(() => fromBase64(`${good.slice(0, -4)} AA=`)).toThrow(/not a base64 string/);
-    expect(() => fromBase64(`${good}AAA`)).toThrow(/multiple of 4/);
   });
 
   it('round-trips random bytes and agrees with Buffer', () => {
