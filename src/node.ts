@@ -25,6 +25,8 @@ import {
   auditLedger,
   type ParsedTx,
   openSqliteLedgerStore,
+  parseCheckpoint,
+  parseSignedNote,
   parseTx,
   patientNetworkId,
   validateTx,
@@ -245,6 +247,8 @@ export class HealthledgerNode {
   readonly gossip: CheckpointGossip;
   /** Cross-organization reads, as custodian and as requester. */
   readonly exchange: NetworkExchange;
+  /** Local Patient ids behind this node's ledger pseudonyms. */
+  readonly localPatients: LocalPatients;
 
   constructor(parts: {
     config: NodeConfig;
@@ -304,6 +308,7 @@ export class HealthledgerNode {
         notifyEmergency: (patient, event) => this.notifyEmergency(patient, event),
       },
     );
+    this.localPatients = localPatientResolver({ ledger: parts.ledger, records: parts.records, orgId: parts.config.orgId, pseudonymKey: parts.pseudonymKey });
     this.exchange = new NetworkExchange({
       orgId: parts.config.orgId,
       ledger: parts.ledger,
@@ -311,8 +316,7 @@ export class HealthledgerNode {
       repository: this.repository,
       client: this.members,
       clock: parts.clock,
-      patientIds: () => parts.records.currentIds('Patient'),
-      pseudonymOf: (id) => patientPseudonym(parts.pseudonymKey, id),
+      localPatientOf: (pseudonym) => this.localPatients.ofPseudonym(pseudonym),
       waitForTreeSize: (size, ms) => this.waitForTreeSize(size, ms),
       onFork: (message) => this.raiseForkAlarm(message),
     });
@@ -344,19 +348,19 @@ export class HealthledgerNode {
    * to apply as much of the ledger. On a fork, raises the alarm and answers 409 with this node's own note.
    */
   async receiveCheckpoint(note: string): Promise<{ status: 200 | 409; note: string }> {
+    // Only asked once `cosign` has parsed and verified the note.
+    const sizeOf = () => Number(parseCheckpoint(parseSignedNote(note).text).treeSize);
     for (let attempt = 0; ; attempt++) {
       try {
         return { status: 200, note: this.ledger.cosign(note).note };
       } catch (err) {
         if (isHlError(err) && (err as HlError).code === 'pushback' && attempt === 0) {
-          const size = Number(/\n(\d+)\n/.exec(note)?.[1] ?? 0);
-          await this.waitForTreeSize(size, 2000);
+          await this.waitForTreeSize(sizeOf(), 2000);
           continue;
         }
         if (isHlError(err) && (err as HlError).code === 'fork') {
           this.raiseForkAlarm((err as Error).message);
-          const size = Number(/\n(\d+)\n/.exec(note)![1]);
-          return { status: 409, note: this.ledger.ownCheckpointAt(size) };
+          return { status: 409, note: this.ledger.ownCheckpointAt(sizeOf()) };
         }
         throw err;
       }
@@ -1297,26 +1301,47 @@ export function approvePatientLink(key: PatientKey, terms: PatientLinkTerms): st
 }
 
 /**
- * The local Patient id of a patient network id linked to this node (`patient.link` with this custodian):
- * the ledger names the record by pseudonym only, so the pseudonyms of local Patients are computed and
- * remembered, and recomputed for Patients created since, until the link's pseudonym is found.
+ * Links a patient key held in this process (the demo's patients, benchmarks, tests) to the local Patient
+ * `localId` at `node`: the patient approves the node's link terms and the node commits the `patient.link`.
  */
-function localPatientResolver(node: HealthledgerNode, pseudonymKey: Uint8Array): (networkId: string) => Promise<string | undefined> {
+export async function linkPatientKey(node: HealthledgerNode, localId: string, key: PatientKey): Promise<TxReceipt> {
+  return node.linkPatient(localId, key.patient, approvePatientLink(key, await node.patientLinkTerms(localId)));
+}
+
+/** Local Patient ids behind this node's ledger pseudonyms (see {@link localPatientResolver}). */
+export interface LocalPatients {
+  /** The local Patient id a pseudonym names, if any. */
+  ofPseudonym(pseudonym: string): Promise<string | undefined>;
+  /** The local Patient id of a patient network id linked to this node (`patient.link` with this custodian). */
+  ofNetworkId(networkId: string): Promise<string | undefined>;
+}
+
+/**
+ * The ledger names a custodian's record by pseudonym only, so the pseudonyms of local Patients are computed
+ * and remembered, and computed for Patients created since on a miss.
+ */
+function localPatientResolver(deps: { ledger: Ledger; records: RecordStore; orgId: string; pseudonymKey: Uint8Array }): LocalPatients {
   const byPseudonym = new Map<string, string>();
   const known = new Set<string>();
-  return async (networkId) => {
-    const pseudonyms = (node.ledger.state.links.get(networkId) ?? []).filter((l) => l.custodian === node.config.orgId).map((l) => l.pseudonym);
-    if (pseudonyms.length === 0) return undefined;
-    const hit = () => pseudonyms.map((p) => byPseudonym.get(p)).find((id) => id !== undefined);
-    let id = hit();
-    if (id !== undefined) return id;
-    for (const patientId of await node.records.currentIds('Patient')) {
+  const learnNew = async () => {
+    for (const patientId of await deps.records.currentIds('Patient')) {
       if (known.has(patientId)) continue;
       known.add(patientId);
-      byPseudonym.set(patientPseudonym(pseudonymKey, patientId), patientId);
+      byPseudonym.set(patientPseudonym(deps.pseudonymKey, patientId), patientId);
     }
-    id = hit();
-    return id;
+  };
+  return {
+    async ofPseudonym(pseudonym) {
+      if (!byPseudonym.has(pseudonym)) await learnNew();
+      return byPseudonym.get(pseudonym);
+    },
+    async ofNetworkId(networkId) {
+      const pseudonyms = (deps.ledger.state.links.get(networkId) ?? []).filter((l) => l.custodian === deps.orgId).map((l) => l.pseudonym);
+      if (pseudonyms.length === 0) return undefined;
+      const hit = () => pseudonyms.map((p) => byPseudonym.get(p)).find((id) => id !== undefined);
+      if (hit() === undefined) await learnNew();
+      return hit();
+    },
   };
 }
 
@@ -1349,7 +1374,7 @@ function smartAuthOf(node: HealthledgerNode, clock: Clock, baseUrl: () => string
     clock,
     baseUrl,
     patientKey: (networkId) => node.ledger.state.patients.get(networkId)?.key,
-    localPatient: localPatientResolver(node, readSecret(node.dataDir, files.pseudonymKey, 'pseudonym key', false)),
+    localPatient: (networkId) => node.localPatients.ofNetworkId(networkId),
     memberKey: (orgId) => node.ledger.state.members.get(orgId)?.key,
   });
   const loadResource = async (resourceType: string, id: string, versionId?: string): Promise<GuardedResource | undefined> => {

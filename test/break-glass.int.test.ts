@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportPublicJwk, generateEd25519KeyPair, rawPublicKey, sha256, signEd25519 } from '../src/crypto/index.js';
 import { formatCheckpoint, formatSignedNote, signApproval, signNoteSignature, signTx } from '../src/ledger/index.js';
-import { addAuthClient, approvePatientLink, createPatientKey, signPatientTx, writePatientKeyFile, type PatientKey } from '../src/node.js';
+import { addAuthClient, linkPatientKey, createPatientKey, signPatientTx, writePatientKeyFile, type PatientKey } from '../src/node.js';
 import { clientAssertion, postForm } from './smart-helpers.js';
 import { runCliAsync, useFhirNode } from './helpers.js';
 
@@ -35,7 +35,7 @@ async function newPatient(family: string): Promise<{ id: string; obs: string; ke
   });
   const k = createPatientKey();
   await node.running.node.submitPatientTx(signPatientTx(k, 'patient.register', { publicKey: k.publicKey }).bytes);
-  await node.running.node.linkPatient(p.json.id, k.patient, approvePatientLink(k, await node.running.node.patientLinkTerms(p.json.id)));
+  await linkPatientKey(node.running.node, p.json.id, k);
   return { id: p.json.id, obs: o.json.id, key: k };
 }
 

@@ -15,7 +15,7 @@ import { consentToFhir } from '../src/consent/index.js';
 import { validateResource } from '../src/fhir/index.js';
 import { leafHash, verifyCheckpoint, verifyInclusion } from '../src/ledger/verify.js';
 import { issueToken } from '../src/auth/index.js';
-import { approvePatientLink, createPatientKey, signPatientTx, type PatientKey } from '../src/node.js';
+import { linkPatientKey, createPatientKey, signPatientTx, type PatientKey } from '../src/node.js';
 import { commitmentIn, useFhirNode } from './helpers.js';
 
 /** RFC 8785 by the package itself (the test does not take the node's canonicalization on trust). */
@@ -62,8 +62,7 @@ beforeAll(async () => {
 
   key = createPatientKey();
   await submit('patient.register', { publicKey: key.publicKey });
-  const terms = await node.running.node.patientLinkTerms(patientId);
-  await node.running.node.linkPatient(patientId, key.patient, approvePatientLink(key, terms));
+  await linkPatientKey(node.running.node, patientId, key);
 });
 
 describe('without a consent', () => {

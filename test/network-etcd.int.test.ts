@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  approvePatientLink,
+  linkPatientKey,
   createPatientKey,
   issueAdminToken,
   openEtcdOrderer,
@@ -83,7 +83,7 @@ describe('a network ordered by etcd', () => {
     await node(0).node.submitPatientTx(signPatientTx(patientKey, 'patient.register', { publicKey: patientKey.publicKey }).bytes);
     const p = await fhir(node(1), 'POST', 'Patient', { resourceType: 'Patient', name: [{ family: 'Lindqvist' }] });
     await fhir(node(1), 'POST', 'Observation', { ...observation('lab result'), subject: { reference: `Patient/${p.body.id}` } });
-    await node(1).node.linkPatient(p.body.id, patientKey.patient, approvePatientLink(patientKey, await node(1).node.patientLinkTerms(p.body.id)));
+    await linkPatientKey(node(1).node, p.body.id, patientKey);
     const grant = signPatientTx(patientKey, 'consent.grant', {
       patient: patientKey.patient,
       provision: { type: 'permit', actors: [{ kind: 'org', id: 'valley-clinic' }], purposes: ['TREAT'] },

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  approvePatientLink,
+  linkPatientKey,
   createPatientKey,
   issueAdminToken,
   signPatientTx,
@@ -51,8 +51,7 @@ async function addPatientAt(n: RunningNode, observations: number): Promise<strin
       valueQuantity: { value: 60 + i, unit: '/min' },
     });
   }
-  const terms = await n.node.patientLinkTerms(p.body.id);
-  await n.node.linkPatient(p.body.id, patientKey.patient, approvePatientLink(patientKey, terms));
+  await linkPatientKey(n.node, p.body.id, patientKey);
   return p.body.id;
 }
 

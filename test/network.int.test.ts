@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  approvePatientLink,
+  linkPatientKey,
   createPatientKey,
   issueAdminToken,
   publicVerifier,
@@ -32,11 +32,6 @@ async function fhir(node: RunningNode, method: string, path: string, body?: unkn
     ...(body ? { body: JSON.stringify(body) } : {}),
   });
   return { status: res.status, body: (await res.json()) as any };
-}
-
-async function linkPatient(node: RunningNode, localId: string, key: PatientKey): Promise<void> {
-  const terms = await node.node.patientLinkTerms(localId);
-  await node.node.linkPatient(localId, key.patient, approvePatientLink(key, terms));
 }
 
 async function networkEverything(node: RunningNode, patient: string, purpose = 'TREAT') {
@@ -68,8 +63,8 @@ beforeAll(async () => {
       valueQuantity: { value, unit: '%' },
     });
   }
-  await linkPatient(hospital, p1.body.id, patientKey);
-  await linkPatient(lab, p2.body.id, patientKey);
+  await linkPatientKey(hospital.node, p1.body.id, patientKey);
+  await linkPatientKey(lab.node, p2.body.id, patientKey);
 }, 60_000);
 
 afterAll(async () => {

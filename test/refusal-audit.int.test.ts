@@ -5,7 +5,7 @@
  * which the repository audits itself, is audited once.
  */
 import { describe, expect, it } from 'vitest';
-import { issueAdminToken, createPatientKey, signPatientTx, approvePatientLink } from '../src/node.js';
+import { issueAdminToken, createPatientKey, signPatientTx, linkPatientKey } from '../src/node.js';
 import { useFhirNode } from './helpers.js';
 
 const node = useFhirNode('Audit Bay Hospital');
@@ -87,7 +87,7 @@ describe('refused requests leave a Security Alert AuditEvent', () => {
     const p = await node.call('POST', '/fhir/Patient', { resourceType: 'Patient', name: [{ family: 'Denied-Once' }] });
     const key = createPatientKey();
     await node.running.node.submitPatientTx(signPatientTx(key, 'patient.register', { publicKey: key.publicKey }).bytes);
-    await node.running.node.linkPatient(p.json.id, key.patient, approvePatientLink(key, await node.running.node.patientLinkTerms(p.json.id)));
+    await linkPatientKey(node.running.node, p.json.id, key);
     const before = (await securityAlerts()).length;
     const r = await node.call('GET', `/fhir/Patient/${p.json.id}`, undefined, { 'x-purpose-of-use': 'HRESCH' });
     expect(r.status).toBe(403);

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueToken } from '../src/auth/index.js';
-import { approvePatientLink, createPatientKey, issueAdminToken, signPatientTx, startLocalNetwork, type LocalNetwork, type PatientKey, type RunningNode } from '../src/node.js';
+import { linkPatientKey, createPatientKey, issueAdminToken, signPatientTx, startLocalNetwork, type LocalNetwork, type PatientKey, type RunningNode } from '../src/node.js';
 import { tempDir } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
@@ -45,7 +45,7 @@ async function patientAtHospital(family: string): Promise<PatientKey> {
   await hospital.node.submitPatientTx(signPatientTx(key, 'patient.register', { publicKey: key.publicKey }).bytes);
   const p = await call(hospital, admin, 'POST', '/fhir/Patient', { resourceType: 'Patient', name: [{ family }] });
   await call(hospital, admin, 'POST', '/fhir/Condition', { resourceType: 'Condition', subject: { reference: `Patient/${p.body.id}` }, code: { text: 'epilepsy' } });
-  await hospital.node.linkPatient(p.body.id, key.patient, approvePatientLink(key, await hospital.node.patientLinkTerms(p.body.id)));
+  await linkPatientKey(hospital.node, p.body.id, key);
   return key;
 }
 

@@ -13,7 +13,7 @@ import { issueToken } from '../src/auth/index.js';
 import {
   addAuthClient,
   addStaffUser,
-  approvePatientLink,
+  linkPatientKey,
   createPatientKey,
   signPatientLogin,
   signPatientTx,
@@ -79,8 +79,7 @@ beforeAll(async () => {
   await createObservation(otherPatientId);
   patientKey = createPatientKey();
   await registerPatient(patientKey);
-  const terms = await node.running.node.patientLinkTerms(patientId);
-  await node.running.node.linkPatient(patientId, patientKey.patient, approvePatientLink(patientKey, terms));
+  await linkPatientKey(node.running.node, patientId, patientKey);
   // System clients are apps, not the custodian's staff: they read what the patient consented to (issue 4).
   const consent = { patient: patientKey.patient, provision: { type: 'permit', actors: [{ kind: 'org', id: node.running.node.config.orgId }], purposes: ['TREAT'] } };
   await node.running.node.submitPatientTx(signPatientTx(patientKey, 'consent.grant', consent).bytes);

@@ -13,6 +13,7 @@ import { Ed25519VerifierPool, sha256 } from '../crypto/index.js';
 import { TxType, auditLedger, merkle, nodeHasher, openSqliteLedgerStore, publicVerifier, signTx } from '../ledger/index.js';
 import {
   approvePatientLink,
+  linkPatientKey,
   createPatientKey,
   initNode,
   issueAdminToken,
@@ -517,7 +518,7 @@ async function seedSpreadPatient(nodes: RunningNode[], resources: number): Promi
     const body = (await res.json()) as { entry?: { response?: { location?: string } }[] };
     if (!res.ok) throw new Error(`bench seeding failed: HTTP ${res.status}`);
     const id = body.entry![0]!.response!.location!.split('/')[1]!;
-    await custodian.node.linkPatient(id, key.patient, approvePatientLink(key, await custodian.node.patientLinkTerms(id)));
+    await linkPatientKey(custodian.node, id, key);
   }
   const grant = signPatientTx(key, 'consent.grant', {
     patient: key.patient,

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   addStaffUser,
-  approvePatientLink,
+  linkPatientKey,
   createPatientKey,
   generatePatientBundle,
   initNode,
@@ -154,8 +154,7 @@ export async function startDemo(options: DemoOptions): Promise<Demo> {
       for (const c of custodians) {
         const node = nodes[c]!;
         const localId = await postBundle(node, tokens[c]!, custodianBundle(bundle, roles[c]!));
-        const terms = await node.node.patientLinkTerms(localId);
-        await node.node.linkPatient(localId, key.patient, approvePatientLink(key, terms));
+        await linkPatientKey(node.node, localId, key);
       }
       if (i % 2 === 1) {
         const grant = signPatientTx(key, 'consent.grant', {

@@ -90,10 +90,20 @@ interface StartOptions {
 }
 
 /**
- * After a server command has stopped cleanly: a client library may keep retrying a connection that never
- * came up (the etcd client does, against an unreachable cluster), which would keep the process alive.
+ * Keeps a server command running until SIGINT or SIGTERM, then closes it. The process then exits: a client
+ * library may keep retrying a connection that never came up (the etcd client does, against an unreachable
+ * cluster), which would otherwise keep it alive.
  */
-function exitSoonAfterStop(): void {
+async function serveUntilStopped(close: () => Promise<void>): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      void close().then(resolve);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
   setTimeout(() => process.exit(Number(process.exitCode ?? ExitCode.ok)), 1000).unref();
 }
 
@@ -208,16 +218,7 @@ function buildProgram(out: (s: string) => void): Command {
         bar.stop();
       }
       out(demoTour(demo));
-      await new Promise<void>((resolve) => {
-        const stop = () => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          void demo.network.close().then(resolve);
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
-      exitSoonAfterStop();
+      await serveUntilStopped(() => demo.network.close());
     });
 
   program
@@ -388,16 +389,7 @@ function buildProgram(out: (s: string) => void): Command {
         `${running.node.config.orgId} serving at ${running.url}${etcd ? ` (ordering: etcd ${etcd.endpoints.join(',')})` : ''}\n` +
           `  ledger: ${running.url}/ledger/checkpoint\n  stop with Ctrl-C\n`,
       );
-      await new Promise<void>((resolve) => {
-        const stop = () => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          void running.close().then(resolve);
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
-      exitSoonAfterStop();
+      await serveUntilStopped(() => running.close());
     });
 
   program

@@ -6,7 +6,7 @@
  * One call per member in flight; a member that was down gets the newest checkpoint on the next tick.
  */
 import { HlError, isHlError } from '../kernel/index.js';
-import type { Ledger } from '../ledger/index.js';
+import { parseSignedNote, type Ledger } from '../ledger/index.js';
 import type { MemberClient, MemberEndpoint } from './member-client.js';
 
 /** What gossip logs (pino-compatible). */
@@ -62,7 +62,7 @@ export class CheckpointGossip {
     const latest = this.deps.ledger.latestCheckpoint();
     const final = this.deps.ledger.finalCheckpoint();
     // Until every member has signed the newest checkpoint (members that were down get it when back).
-    if (latest !== null && (final === null || final.note !== latest || signatureCount(latest) < this.deps.ledger.state.members.size)) this.announce();
+    if (latest !== null && (final === null || final.note !== latest || parseSignedNote(latest).signatures.length < this.deps.ledger.state.members.size)) this.announce();
   }
 
   /**
@@ -112,7 +112,3 @@ export class CheckpointGossip {
   }
 }
 
-/** Signature lines of a signed note. */
-function signatureCount(note: string): number {
-  return note.slice(note.lastIndexOf('\n\n') + 2).split('\n').filter((l) => l.startsWith('\u2014 ')).length;
-}

@@ -33,8 +33,6 @@ export interface NetworkBundle {
 }
 
 export class NetworkExchange {
-  private pseudonyms = new Map<string, string>();
-
   constructor(
     private readonly deps: {
       orgId: string;
@@ -43,25 +41,13 @@ export class NetworkExchange {
       repository: LedgeredRepository;
       client: MemberClient;
       clock: Clock;
-      /** Every current local Patient id. */
-      patientIds: () => Promise<string[]>;
-      /** This node's pseudonym of a local Patient id. */
-      pseudonymOf: (patientId: string) => string;
+      /** The local Patient id behind one of this node's ledger pseudonyms. */
+      localPatientOf: (pseudonym: string) => Promise<string | undefined>;
       /** Resolves once the ledger has `treeSize` entries or rejects with `pushback` after `ms`. */
       waitForTreeSize: (treeSize: number, ms: number) => Promise<void>;
       onFork: (message: string) => void;
     },
   ) {}
-
-  /** The local Patient id behind one of this node's pseudonyms (rebuilt from the store on a miss). */
-  private async localPatientOf(pseudonym: string): Promise<string | undefined> {
-    if (!this.pseudonyms.has(pseudonym)) {
-      const map = new Map<string, string>();
-      for (const id of await this.deps.patientIds()) map.set(this.deps.pseudonymOf(id), id);
-      this.pseudonyms = map;
-    }
-    return this.pseudonyms.get(pseudonym);
-  }
 
   /** This node's newest link for a patient, or undefined. */
   private ownLink(patient: string): PatientLink | undefined {
@@ -72,7 +58,7 @@ export class NetworkExchange {
   async everythingAsCustodian(request: EverythingRequest, ctx: AccessContext): Promise<EverythingPackage> {
     if (this.deps.ledger.treeSize < request.minTreeSize) await this.deps.waitForTreeSize(request.minTreeSize, catchUpMs);
     const link = this.ownLink(request.patient);
-    const localId = link && (await this.localPatientOf(link.pseudonym));
+    const localId = link && (await this.deps.localPatientOf(link.pseudonym));
     if (!link || localId === undefined) throw new HlError('not-found', `${this.deps.orgId} holds no record linked to ${request.patient}`);
     const versions = await this.deps.access.everything(ctx, localId);
     const deadline = this.deps.clock.nowMs() + catchUpMs;
