@@ -610,7 +610,7 @@ export async function openNode(options: {
   }
   let records: RecordStore;
   try {
-    const opened = await openRecordStore({ dataDir, ledgerDb: store.db, database: options.database, clock });
+    const opened = await openRecordStore({ dataDir, ledger: store, database: options.database, clock });
     records = opened.records;
     if (opened.finishedRotation) {
       log.warn({ kekId: records.kekId }, 'finished a KEK rotation that was interrupted after its store transaction: keys/kek.key is now the new KEK');
@@ -789,8 +789,8 @@ function promoteNextKek(dataDir: string, clock: Clock): string | null {
  */
 async function openRecordStore(options: {
   dataDir: string;
-  /** The ledger's SQLite database, which holds the embedded record store. */
-  ledgerDb: Database.Database;
+  /** The ledger's SQLite store, whose database holds the embedded record store. */
+  ledger: SqliteLedgerStore;
   /** A PostgreSQL URL (default: the embedded SQLite store). */
   database?: string;
   clock?: Clock;
@@ -800,7 +800,7 @@ async function openRecordStore(options: {
   requireDatabaseUrl(database);
   const open = async (kek: Uint8Array): Promise<RecordStore> => {
     try {
-      if (database === undefined) return await openSqliteRecordStore({ db: options.ledgerDb, kek, clock });
+      if (database === undefined) return await openSqliteRecordStore({ db: options.ledger.db, kek, clock, flush: () => options.ledger.flush() });
       return await openPostgresRecordStore({ connectionString: database, kek, clock });
     } catch (err) {
       if (isHlError(err)) throw err;
@@ -888,7 +888,7 @@ export async function rotateNodeKek(options: {
   let records: RecordStore | undefined;
   try {
     ledgerStore = openSqliteLedgerStore(join(dataDir, config.database));
-    const opened = await openRecordStore({ dataDir, ledgerDb: ledgerStore.db, database: options.database, clock });
+    const opened = await openRecordStore({ dataDir, ledger: ledgerStore, database: options.database, clock });
     records = opened.records;
     const finishedEarlier = opened.finishedRotation ? { kekId: records.kekId, retiredKekFile: opened.retiredKekFile } : null;
     options.onStep?.('store-opened');

@@ -192,11 +192,20 @@ function accessLogBodies(entries: readonly AccessEntry[]): { entries: AccessEntr
 /** Most requests one group commit serves. */
 const maxGroupRequests = 256;
 
+/**
+ * Group commits under way at once. A group spends much of its time waiting for fsyncs (off the event loop);
+ * a second group sealing and writing meanwhile keeps the CPU busy. Versions of one resource in two groups
+ * are safe: a version id is unique (a second writer of it gets a conflict) and marking committed never lets
+ * an older version replace a newer current one.
+ */
+const maxGroupsInFlight = 2;
+
 /** The ledgered repository. */
 export class LedgeredRepository {
   private readonly deps: RepositoryDeps;
   private queue: { prepared: PreparedVersion[]; access: AccessEntry[]; resolve: (v: ServedVersion[]) => void; reject: (e: unknown) => void }[] = [];
-  private flushing = false;
+  private groupsInFlight = 0;
+  private startScheduled = false;
   private readonly bundles: BundleProcessor;
   /** Decoded commitments of recently read leaves, by tx id, with the SHA-256 of the bytes they came from. */
   /** Commitments decoded from one read of a leaf's bytes (kept only as long as that read is). */
@@ -251,7 +260,7 @@ export class LedgeredRepository {
   private enqueue(prepared: PreparedVersion[], access: AccessEntry[]): Promise<ServedVersion[]> {
     return new Promise((resolve, reject) => {
       this.queue.push({ prepared, access, resolve, reject });
-      if (!this.flushing) void this.flush();
+      this.scheduleGroups();
     });
   }
 
@@ -284,33 +293,40 @@ export class LedgeredRepository {
     return { version, patient, deleted, content, salt, meta, pseudonym: patient ? this.deps.pseudonymOf(patient) : null, commitment };
   }
 
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    try {
-      while (this.queue.length > 0) {
-        // Let the requests that arrive in this tick join the group.
-        await new Promise<void>((r) => setImmediate(r));
+  /** Starts group commits for the queue on the next turn, so the requests that arrive in this tick join. */
+  private scheduleGroups(): void {
+    if (this.startScheduled || this.groupsInFlight >= maxGroupsInFlight) return;
+    this.startScheduled = true;
+    setImmediate(() => {
+      this.startScheduled = false;
+      while (this.queue.length > 0 && this.groupsInFlight < maxGroupsInFlight) {
         const group = this.queue.splice(0, maxGroupRequests);
-        try {
-          const served = await this.commitGroup(group.flatMap((g) => g.prepared), group.flatMap((g) => g.access));
-          let at = 0;
-          for (const g of group) {
-            g.resolve(served.slice(at, at + g.prepared.length));
-            at += g.prepared.length;
-          }
-        } catch (err) {
-          if (group.length === 1) {
-            group[0]!.reject(err);
-            continue;
-          }
-          // One request's problem (say, a version conflict) must not fail the others: retry each alone.
-          for (const g of group) {
-            await this.commitGroup(g.prepared, g.access).then(g.resolve, g.reject);
-          }
-        }
+        this.groupsInFlight++;
+        void this.runGroup(group).finally(() => {
+          this.groupsInFlight--;
+          if (this.queue.length > 0) this.scheduleGroups();
+        });
       }
-    } finally {
-      this.flushing = false;
+    });
+  }
+
+  private async runGroup(group: LedgeredRepository['queue']): Promise<void> {
+    try {
+      const served = await this.commitGroup(group.flatMap((g) => g.prepared), group.flatMap((g) => g.access));
+      let at = 0;
+      for (const g of group) {
+        g.resolve(served.slice(at, at + g.prepared.length));
+        at += g.prepared.length;
+      }
+    } catch (err) {
+      if (group.length === 1) {
+        group[0]!.reject(err);
+        return;
+      }
+      // One request's problem (say, a version conflict) must not fail the others: retry each alone.
+      for (const g of group) {
+        await this.commitGroup(g.prepared, g.access).then(g.resolve, g.reject);
+      }
     }
   }
 

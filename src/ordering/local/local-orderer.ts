@@ -1,11 +1,13 @@
 /**
  * In-process, durable ordering for one node or the one-process demo network. Its own append-only log is a
- * SQLite file (WAL, synchronous=FULL). Group commit: every submit waiting when a flush starts goes into one
- * batch, written and fsynced once; each submit resolves with that batch's height only after the commit.
+ * SQLite file (WAL). Group commit: every submit waiting when a flush starts goes into one batch; the batches
+ * are committed at synchronous=NORMAL and then fsynced together off the event loop (`WalFlush`). A submit
+ * resolves with its batch's height, and readers see a batch, only once it is on disk: a ledger never applies
+ * a batch that a power loss could take back.
  */
 import Database from 'better-sqlite3';
 import { HlError, type Clock } from '../../kernel/index.js';
-import type { OrderedBatch } from '../../ledger/index.js';
+import { WalCheckpointer, WalFlush, type OrderedBatch } from '../../ledger/index.js';
 import { decodeTxs, encodeTxs } from '../batch-codec.js';
 import type { Orderer, SubmitResult } from '../orderer.js';
 
@@ -38,7 +40,11 @@ export class LocalOrderer implements Orderer {
   private readonly readFrom: Database.Statement;
   private queue: Pending[] = [];
   private flushScheduled = false;
+  private readonly wal: WalFlush | null;
+  private readonly checkpointer: WalCheckpointer | null;
+  /** The last height written, and the last one known to be on disk (what readers may see). */
   private last: number;
+  private durable: number;
   private lastTimeMs: number;
   private waiters: (() => void)[] = [];
   private closed = false;
@@ -46,7 +52,18 @@ export class LocalOrderer implements Orderer {
   constructor(options: LocalOrdererOptions) {
     this.db = new Database(options.file);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
+    this.db.pragma('synchronous = NORMAL');
+    this.wal = this.db.memory ? null : new WalFlush(options.file);
+    // Should the worker fail, SQLite's own checkpoints take over again, so the WAL never grows without bound.
+    this.checkpointer = this.db.memory
+      ? null
+      : new WalCheckpointer({
+          file: options.file,
+          finish: () => this.db.open && !this.db.inTransaction && this.db.pragma('wal_checkpoint(PASSIVE)'),
+          onError: () => this.db.open && this.db.pragma('wal_autocheckpoint = 1000'),
+        });
+    if (this.checkpointer) this.db.pragma('wal_autocheckpoint = 0');
+    this.db.pragma('journal_size_limit = 67108864');
     this.db.exec(
       'CREATE TABLE IF NOT EXISTS orderer_batch (height INTEGER PRIMARY KEY, time TEXT NOT NULL, proposer TEXT NOT NULL, payload BLOB NOT NULL)',
     );
@@ -55,16 +72,19 @@ export class LocalOrderer implements Orderer {
     this.maxBatchTxs = options.maxBatchTxs ?? 5000;
     this.maxBatchBytes = options.maxBatchBytes ?? 8 * 1024 * 1024;
     this.insert = this.db.prepare('INSERT INTO orderer_batch (height, time, proposer, payload) VALUES (?, ?, ?, ?)');
-    this.readFrom = this.db.prepare('SELECT height, time, proposer, payload FROM orderer_batch WHERE height >= ? ORDER BY height LIMIT 64');
+    this.readFrom = this.db.prepare('SELECT height, time, proposer, payload FROM orderer_batch WHERE height >= ? AND height <= ? ORDER BY height LIMIT 64');
     const row = this.db.prepare('SELECT height, time FROM orderer_batch ORDER BY height DESC LIMIT 1').get() as
       | { height: number; time: string }
       | undefined;
     this.last = row?.height ?? -1;
+    // What a previous run wrote is durable: closing the database checkpointed it, and after a crash what
+    // SQLite recovers from the WAL is what reached it.
+    this.durable = this.last;
     this.lastTimeMs = row ? Date.parse(row.time) : 0;
   }
 
   lastHeight(): number {
-    return this.last;
+    return this.durable;
   }
 
   submit(txs: Uint8Array[]): Promise<SubmitResult> {
@@ -74,13 +94,14 @@ export class LocalOrderer implements Orderer {
       this.queue.push({ txs, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
-        setImmediate(() => this.flush());
+        setImmediate(() => void this.flush());
       }
     });
   }
 
-  private flush(): void {
+  private async flush(): Promise<void> {
     this.flushScheduled = false;
+    const written: { group: Pending[]; height: number }[] = [];
     while (this.queue.length > 0) {
       const group: Pending[] = [];
       const txs: Uint8Array[] = [];
@@ -105,8 +126,20 @@ export class LocalOrderer implements Orderer {
       }
       this.last = height;
       this.lastTimeMs = timeMs;
-      for (const p of group) p.resolve({ height });
+      written.push({ group, height });
+      this.checkpointer?.wrote();
     }
+    if (written.length === 0) return;
+    try {
+      await this.wal?.flush();
+    } catch (err) {
+      // Written but maybe not on disk: nobody is told it was ordered, and readers do not see it until a
+      // later flush succeeds (which makes it durable too, as WAL frames are appended in order).
+      for (const { group } of written) for (const p of group) p.reject(new HlError('pushback', 'the ordering log could not be synced', { cause: err }));
+      return;
+    }
+    this.durable = Math.max(this.durable, written.at(-1)!.height);
+    for (const { group, height } of written) for (const p of group) p.resolve({ height });
     const waiters = this.waiters;
     this.waiters = [];
     for (const w of waiters) w();
@@ -115,7 +148,7 @@ export class LocalOrderer implements Orderer {
   async *blocks(fromHeight: number, signal?: AbortSignal): AsyncIterable<OrderedBatch> {
     let next = fromHeight;
     while (!this.closed && !signal?.aborted) {
-      const rows = this.readFrom.all(next) as { height: number; time: string; proposer: string; payload: Buffer }[];
+      const rows = this.readFrom.all(next, this.durable) as { height: number; time: string; proposer: string; payload: Buffer }[];
       for (const r of rows) {
         if (r.height !== next) throw new HlError('integrity', `ordering log has a gap at height ${next}`);
         yield { height: r.height, time: r.time, proposer: r.proposer, txs: decodeTxs(new Uint8Array(r.payload)) };
@@ -141,6 +174,8 @@ export class LocalOrderer implements Orderer {
     const waiters = this.waiters;
     this.waiters = [];
     for (const w of waiters) w();
+    this.checkpointer?.close();
+    this.wal?.close();
     this.db.close();
   }
 }

@@ -19,7 +19,10 @@
  * a commit's terms fall in the newest segment's few pages. A search looks a term up once per segment (a
  * probe of the same B-tree each, a few µs); a probe for a known version row goes straight to its segment.
  *
- * Durability follows the connection's `synchronous` setting (the ledger store sets FULL). The store turns on
+ * Durability: given `flush` (the ledger store's, whose connection runs at synchronous=NORMAL to keep fsyncs
+ * off the event loop), the store awaits it after every write a caller may acknowledge: versions written,
+ * marked committed, erased, keys rotated. Without one it sets the connection to synchronous=FULL, so each
+ * commit is durable when it returns. The store turns on
  * `secure_delete` for the connection, so deleted cells and pages are zeroed, and checkpoints and truncates
  * the WAL after an erasure or a KEK rotation, so erased ciphertexts and keys wrapped under a retired KEK do
  * not linger in the database files. (Copies below the file system, such as SSD remapping, are out of reach.)
@@ -164,6 +167,11 @@ export interface SqliteRecordStoreOptions {
   kek: Uint8Array;
   /** Clock for write and erasure times (default: the system clock). */
   clock?: Clock;
+  /**
+   * Makes every commit so far survive a power loss; required when the connection runs below
+   * synchronous=FULL (the ledger store's `flush`).
+   */
+  flush?: () => Promise<void>;
 }
 
 /**
@@ -173,6 +181,7 @@ export interface SqliteRecordStoreOptions {
 export class SqliteRecordStore implements RecordStore {
   private readonly db: Database.Database;
   private readonly clock: Clock;
+  private readonly flush: () => Promise<void>;
   /** The store's KEK, by id (one entry: SQLite rotates inside one synchronous transaction). */
   private keks: Map<string, Uint8Array>;
   private currentKekId: string;
@@ -200,6 +209,9 @@ export class SqliteRecordStore implements RecordStore {
     this.keks = new Map([[this.currentKekId, kek]]);
     db.pragma('journal_mode = WAL');
     db.pragma('secure_delete = ON');
+    // Without a flush, every commit must be durable by itself (better-sqlite3 defaults WAL databases to NORMAL).
+    if (options.flush === undefined) db.pragma('synchronous = FULL');
+    this.flush = options.flush ?? (() => Promise.resolve());
     db.transaction(() => {
       migrateIndexToSegments(db);
       migrateStatusToPendingTable(db);
@@ -474,6 +486,7 @@ export class SqliteRecordStore implements RecordStore {
     // A DEK created in a transaction that rolls back (here or in a caller's enclosing one) stays in the cache
     // but no longer matches the table, which every write and read consults first: the next write makes a new one.
     this.tx.write(versions);
+    await this.flush();
   }
 
   async readVersion(resourceType: string, id: string, versionId?: string): Promise<StoredVersion> {
@@ -512,7 +525,9 @@ export class SqliteRecordStore implements RecordStore {
   }
 
   async markCommitted(txIds: readonly string[]): Promise<number> {
-    return this.tx.markCommitted(txIds);
+    const changed = this.tx.markCommitted(txIds);
+    await this.flush();
+    return changed;
   }
 
   async pendingVersions(): Promise<PendingVersion[]> {
@@ -542,7 +557,9 @@ export class SqliteRecordStore implements RecordStore {
     requireId(patient, 'patient');
     const versionsErased = this.tx.erasePatient(patient);
     this.dekCache.evict(patient);
-    return { versionsErased, residuePurged: this.checkpointLog() };
+    const residuePurged = this.checkpointLog();
+    await this.flush();
+    return { versionsErased, residuePurged };
   }
 
   async eraseVersion(resourceType: string, id: string, versionId: string): Promise<ErasureReport> {
@@ -553,7 +570,9 @@ export class SqliteRecordStore implements RecordStore {
     if (!row) throw new HlError('not-found', `${versionRef(resourceType, id, versionId)} not found`);
     if (row.erased === 1) return { versionsErased: 0, residuePurged: this.checkpointLog() };
     this.tx.eraseVersion(row.seq);
-    return { versionsErased: 1, residuePurged: this.checkpointLog() };
+    const residuePurged = this.checkpointLog();
+    await this.flush();
+    return { versionsErased: 1, residuePurged };
   }
 
   async rotateKek(newKek: Uint8Array, options: RotationOptions = {}): Promise<RotationReport> {
@@ -568,7 +587,9 @@ export class SqliteRecordStore implements RecordStore {
     this.currentKekId = toKekId;
     // Cached DEKs are unchanged; their wrapped bytes are not, so drop the stale entries.
     this.dekCache.clear();
-    return { dataKeysRewrapped, keysRewrapped: dataKeysRewrapped + 1, fromKekId, toKekId, residuePurged: this.checkpointLog() };
+    const residuePurged = this.checkpointLog();
+    await this.flush();
+    return { dataKeysRewrapped, keysRewrapped: dataKeysRewrapped + 1, fromKekId, toKekId, residuePurged };
   }
 
   async findByIndex(resourceType: string, param: string, kind: BlindIndexKind, value: string | readonly string[]): Promise<string[]> {

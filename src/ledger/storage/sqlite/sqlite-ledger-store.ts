@@ -1,18 +1,21 @@
 /**
- * SQLite ledger storage (better-sqlite3, WAL). The connection runs synchronous=FULL (each commit is fsynced,
- * so it survives power loss as well as kill -9), except the two writes the ordering log can always redo:
- * a block (the ordered batch it applies is durable in the log before it is applied, and applying is
- * deterministic) and a checkpoint (a signed note over that tree: Ed25519 signs deterministically, so a
- * redone one is the same bytes). They commit with synchronous=NORMAL, no fsync of their own; the next FULL
- * commit on the file, such as the record store marking versions committed before a write is acknowledged,
- * fsyncs the WAL and with it every commit before it, as WAL frames are appended in commit order. A crash,
- * unlike a power loss, loses no commit at all. This saves two of a write's five fsyncs. (An ordering log
- * that is compacted must keep what some node's ledger has not yet made durable.)
+ * SQLite ledger storage (better-sqlite3, WAL). The connection runs synchronous=NORMAL: a commit writes its WAL
+ * frames, which survive a crash of the process, but does not fsync them on the event loop. What must also
+ * survive a power loss is made durable by `flush()` (an fdatasync of the WAL on the thread pool, shared by
+ * every commit before it; see `WalFlush`), which a writer awaits before it acknowledges: the record store
+ * does so after marking versions committed, and the ordering log fsyncs its own file before a batch is
+ * applied. Blocks and checkpoints need no flush of their own: the ordering log can always redo them (a block
+ * applies a durable batch deterministically; Ed25519 signs deterministically, so a redone checkpoint is the
+ * same bytes), and WAL frames are appended in commit order, so the next flush covers them too. Meta values
+ * (the fork alarm) are rare and are committed at FULL. (An ordering log that is compacted must keep what some
+ * node's ledger has not yet made durable.)
  */
 import Database from 'better-sqlite3';
 import { HlError } from '../../../kernel/index.js';
 import type { BlockHeader, StoredTx } from '../../block.js';
 import type { BlockRecord, LedgerHead, LedgerStore } from '../ledger-store.js';
+import { WalCheckpointer } from './wal-checkpointer.js';
+import { WalFlush } from './wal-flush.js';
 
 const schema = `
 CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,6 +81,8 @@ class HashArray {
 /** The SQLite `LedgerStore`. Open with `openSqliteLedgerStore(file)`; `:memory:` works for tests. */
 export class SqliteLedgerStore implements LedgerStore {
   readonly db: Database.Database;
+  private readonly wal: WalFlush | null;
+  private readonly checkpointer: WalCheckpointer | null;
   private readonly stmts;
   private upperLevels: HashArray[] = [];
   /** Made once: better-sqlite3 builds a wrapper per `transaction()` call, which costs more than the reads. */
@@ -86,7 +91,20 @@ export class SqliteLedgerStore implements LedgerStore {
   constructor(db: Database.Database) {
     this.db = db;
     db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
+    db.pragma('synchronous = NORMAL');
+    this.wal = db.memory ? null : new WalFlush(db.name);
+    // Checkpoints run in a worker, not inside whichever commit crosses SQLite's threshold (see WalCheckpointer).
+    // Should the worker fail, SQLite's own checkpoints take over again, so the WAL never grows without bound.
+    this.checkpointer = db.memory
+      ? null
+      : new WalCheckpointer({
+          file: db.name,
+          finish: () => db.open && !db.inTransaction && db.pragma('wal_checkpoint(PASSIVE)'),
+          onError: () => db.open && db.pragma('wal_autocheckpoint = 1000'),
+        });
+    if (this.checkpointer) db.pragma('wal_autocheckpoint = 0');
+    // A WAL that grew during a burst is cut back to this when it starts over.
+    db.pragma('journal_size_limit = 67108864');
     // The node's records share this file: a 64 MB page cache (not the default 2 MB) keeps the hot pages of
     // point reads (a version, its commitment leaf, index terms) in memory, bounded, unlike an mmap.
     db.pragma('cache_size = -65536');
@@ -157,7 +175,8 @@ export class SqliteLedgerStore implements LedgerStore {
       }
       for (const n of b.nodes) this.stmts.insertNode.run(n.level, n.index, n.hash);
     });
-    this.redoable(() => run.immediate(block));
+    run.immediate(block);
+    this.checkpointer?.wrote();
     for (const n of block.nodes) {
       if (n.level < cachedFromLevel) continue;
       const level = (this.upperLevels[n.level - cachedFromLevel] ??= new HashArray());
@@ -227,17 +246,12 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   putCheckpoint(treeSize: number, note: string): void {
-    this.redoable(() => this.stmts.putCheckpoint.run(treeSize, note));
+    this.stmts.putCheckpoint.run(treeSize, note);
   }
 
-  /** Runs a write that the ordering log can redo at synchronous=NORMAL (see the header), then restores FULL. */
-  private redoable(write: () => void): void {
-    this.db.pragma('synchronous = NORMAL');
-    try {
-      write();
-    } finally {
-      this.db.pragma('synchronous = FULL');
-    }
+  /** Resolves once every commit on this database so far survives a power loss (see the header). */
+  flush(): Promise<void> {
+    return this.wal ? this.wal.flush() : Promise.resolve();
   }
 
   checkpointsDescending(limit: number): { treeSize: number; note: string }[] {
@@ -264,10 +278,18 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   setMeta(key: string, value: string): void {
-    this.stmts.setMeta.run(key, value);
+    // Rare and synchronous for its callers: fsynced here, at FULL.
+    this.db.pragma('synchronous = FULL');
+    try {
+      this.stmts.setMeta.run(key, value);
+    } finally {
+      this.db.pragma('synchronous = NORMAL');
+    }
   }
 
   close(): void {
+    this.checkpointer?.close();
+    this.wal?.close();
     if (this.db.open) this.db.close();
   }
 }
