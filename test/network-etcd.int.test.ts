@@ -178,10 +178,15 @@ describe('a network ordered by etcd', () => {
     const client = new Etcd3({ hosts: cluster.endpoints });
     try {
       const origin = node(0).node.ledger.origin;
-      const height = Math.max(...net.nodes.map((n) => n.node.orderer.lastHeight())) + 1;
-      const key = `healthledger/${origin}/b/${String(height).padStart(16, '0')}`;
-      const put = await client.if(key, 'Create', '==', 0).then(client.put(key).value('{"v":1,"payload":"not base64!"}')).commit();
-      expect(put.succeeded).toBe(true);
+      // The nodes may still be ordering audit entries of the tests before: take the first free height.
+      let height = Math.max(...net.nodes.map((n) => n.node.orderer.lastHeight())) + 1;
+      for (let attempt = 0; ; attempt++) {
+        const key = `healthledger/${origin}/b/${String(height).padStart(16, '0')}`;
+        const put = await client.if(key, 'Create', '==', 0).then(client.put(key).value('{"v":1,"payload":"not base64!"}')).commit();
+        if (put.succeeded) break;
+        expect(attempt).toBeLessThan(50);
+        height++;
+      }
       await Promise.all(net.nodes.map((n) => n.node.waitForHeight(height)));
       for (const n of net.nodes) {
         const txs = n.node.ledger.store.blockTxs(height);

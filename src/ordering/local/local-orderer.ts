@@ -48,6 +48,8 @@ export class LocalOrderer implements Orderer {
   private lastTimeMs: number;
   private waiters: (() => void)[] = [];
   private closed = false;
+  /** Set when the log could not be synced: nothing more is ordered until a restart. */
+  private failed: Error | null = null;
 
   constructor(options: LocalOrdererOptions) {
     this.db = new Database(options.file);
@@ -89,6 +91,7 @@ export class LocalOrderer implements Orderer {
 
   submit(txs: Uint8Array[]): Promise<SubmitResult> {
     if (this.closed) return Promise.reject(new HlError('pushback', 'orderer is closed'));
+    if (this.failed) return Promise.reject(new HlError('pushback', 'the ordering log could not be synced; restart the node', { cause: this.failed }));
     if (txs.length === 0) return Promise.reject(new HlError('invalid', 'a batch needs at least one tx'));
     return new Promise((resolve, reject) => {
       this.queue.push({ txs, resolve, reject });
@@ -133,9 +136,15 @@ export class LocalOrderer implements Orderer {
     try {
       await this.wal?.flush();
     } catch (err) {
-      // Written but maybe not on disk: nobody is told it was ordered, and readers do not see it until a
-      // later flush succeeds (which makes it durable too, as WAL frames are appended in order).
-      for (const { group } of written) for (const p of group) p.reject(new HlError('pushback', 'the ordering log could not be synced', { cause: err }));
+      // Written but perhaps not on disk, and a later fsync could succeed without the lost pages: nothing
+      // written from now on is trusted. Every waiting submit is refused, and readers never see these
+      // batches in this run; the next run starts from what the file then holds.
+      this.failed ??= err instanceof Error ? err : new Error(String(err));
+    }
+    if (this.failed) {
+      const refusal = new HlError('pushback', 'the ordering log could not be synced; restart the node', { cause: this.failed });
+      for (const { group } of written) for (const p of group) p.reject(refusal);
+      for (const p of this.queue.splice(0)) p.reject(refusal);
       return;
     }
     this.durable = Math.max(this.durable, written.at(-1)!.height);

@@ -472,13 +472,19 @@ export class SqliteRecordStore implements RecordStore {
    * leave no older copy in the log. False when it could not: inside a caller's transaction, or another
    * connection is reading.
    */
-  private checkpointLog(): boolean {
+  private async checkpointLog(): Promise<boolean> {
     if (this.db.inTransaction) return false;
     if (this.db.memory) return true;
-    const result = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
-    const first = result[0];
-    // Not in WAL mode (journal_mode set elsewhere): log is -1 and there is no WAL to purge.
-    return first !== undefined && first.busy === 0 && (first.log === 0 || first.log === -1);
+    // Another connection's checkpoint (the ledger's checkpoint worker) makes this one busy at once, without
+    // waiting: try again for up to a second.
+    for (let attempt = 0; ; attempt++) {
+      const result = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
+      const first = result[0];
+      // Not in WAL mode (journal_mode set elsewhere): log is -1 and there is no WAL to purge.
+      const purged = first !== undefined && first.busy === 0 && (first.log === 0 || first.log === -1);
+      if (purged || attempt >= 100) return purged;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
   }
 
   async writeVersions(versions: readonly VersionWrite[]): Promise<void> {
@@ -557,7 +563,7 @@ export class SqliteRecordStore implements RecordStore {
     requireId(patient, 'patient');
     const versionsErased = this.tx.erasePatient(patient);
     this.dekCache.evict(patient);
-    const residuePurged = this.checkpointLog();
+    const residuePurged = await this.checkpointLog();
     await this.flush();
     return { versionsErased, residuePurged };
   }
@@ -568,9 +574,9 @@ export class SqliteRecordStore implements RecordStore {
     requireId(versionId, 'versionId');
     const row = this.stmts.seqByVid.get(resourceType, id, versionId) as { seq: number; erased: number } | undefined;
     if (!row) throw new HlError('not-found', `${versionRef(resourceType, id, versionId)} not found`);
-    if (row.erased === 1) return { versionsErased: 0, residuePurged: this.checkpointLog() };
+    if (row.erased === 1) return { versionsErased: 0, residuePurged: await this.checkpointLog() };
     this.tx.eraseVersion(row.seq);
-    const residuePurged = this.checkpointLog();
+    const residuePurged = await this.checkpointLog();
     await this.flush();
     return { versionsErased: 1, residuePurged };
   }
@@ -587,7 +593,7 @@ export class SqliteRecordStore implements RecordStore {
     this.currentKekId = toKekId;
     // Cached DEKs are unchanged; their wrapped bytes are not, so drop the stale entries.
     this.dekCache.clear();
-    const residuePurged = this.checkpointLog();
+    const residuePurged = await this.checkpointLog();
     await this.flush();
     return { dataKeysRewrapped, keysRewrapped: dataKeysRewrapped + 1, fromKekId, toKekId, residuePurged };
   }

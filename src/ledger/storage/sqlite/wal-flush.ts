@@ -10,8 +10,10 @@
  * Callers share fsyncs: while one runs, every caller waits for a single next one (the running one may have
  * started before their commit). Checkpoints need nothing from here: at NORMAL SQLite fsyncs the WAL before
  * copying it into the database and the database after. The WAL is reopened when its file was replaced.
+ * Opening syncs what an earlier run left in the WAL (after a kill, it may still be only in the page cache),
+ * and closing syncs what is left, so a flush still waiting then resolves truthfully.
  */
-import { closeSync, fdatasync, fstatSync, openSync, statSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, openSync, statSync } from 'node:fs';
 
 export class WalFlush {
   private readonly walFile: string;
@@ -20,9 +22,11 @@ export class WalFlush {
   private next: Promise<void> | null = null;
   private closed = false;
 
-  /** `databaseFile`: the SQLite database's path (its WAL is `<path>-wal`). */
+  /** `databaseFile`: the SQLite database's path (its WAL is `<path>-wal`). Syncs the WAL as it is now. */
   constructor(databaseFile: string) {
     this.walFile = `${databaseFile}-wal`;
+    const fd = this.walFd();
+    if (fd !== null) fdatasyncSync(fd);
   }
 
   /** Resolves once every commit made before this call is durable; rejects on an I/O error. */
@@ -46,14 +50,14 @@ export class WalFlush {
   }
 
   private syncOnce(): Promise<void> {
-    const fd = this.walFd();
+    // After close, the final synchronous sync covered every commit.
+    const fd = this.closed ? null : this.walFd();
     if (fd === null) return Promise.resolve();
     return new Promise((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
   }
 
   /** The open WAL, reopened if the path now names another file; null when there is none (nothing to sync). */
   private walFd(): number | null {
-    if (this.closed) return null;
     let ino: number;
     try {
       ino = statSync(this.walFile).ino;
@@ -62,19 +66,25 @@ export class WalFlush {
       throw err;
     }
     if (this.fd !== null && fstatSync(this.fd).ino !== ino) {
-      closeSync(this.fd);
+      this.closeFd(this.fd);
       this.fd = null;
     }
     this.fd ??= openSync(this.walFile, 'r');
     return this.fd;
   }
 
-  /** Closes the WAL once the fsyncs under way are done. */
+  /** Syncs what was committed so far (before the database closes) and closes the WAL. */
   close(): void {
+    if (this.closed) return;
+    const fd = this.walFd();
     this.closed = true;
-    const fd = this.fd;
+    if (fd !== null) fdatasyncSync(fd);
     this.fd = null;
-    if (fd === null) return;
+    if (fd !== null) this.closeFd(fd);
+  }
+
+  /** Closes `fd` once no fsync on the thread pool may still be using it. */
+  private closeFd(fd: number): void {
     const pending = this.next ?? this.running;
     if (pending) void pending.catch(() => undefined).finally(() => closeSync(fd));
     else closeSync(fd);
