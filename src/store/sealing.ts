@@ -106,7 +106,7 @@ export function rewrapDataKey(oldKek: Uint8Array, newKek: Uint8Array, owner: str
  * re-created, re-wrapped or altered row) misses, so the database row is always the authority.
  */
 export class DekCache {
-  private readonly entries = new Map<string, { wrapped: Buffer; dek: Uint8Array }>();
+  private readonly entries = new Map<string, { wrapped: Uint8Array; dek: Uint8Array }>();
 
   /**
    * The DEK of `owner` from `wrapped`, unwrapped under the KEK its row names (`kekId`, looked up in `keks`,
@@ -115,7 +115,7 @@ export class DekCache {
    */
   unwrap(keks: ReadonlyMap<string, Uint8Array>, owner: string, kekId: string, wrapped: Uint8Array): Uint8Array {
     const hit = this.entries.get(owner);
-    if (hit && hit.wrapped.equals(wrapped)) return hit.dek;
+    if (hit && Buffer.compare(hit.wrapped, wrapped) === 0) return hit.dek;
     const kek = keks.get(kekId);
     if (kek === undefined) {
       throw new HlError(
@@ -129,18 +129,25 @@ export class DekCache {
     } catch (cause) {
       throw new HlError('integrity', `the data key of compartment ${owner} failed to unwrap under KEK ${kekId} (altered)`, { cause });
     }
-    this.set(owner, wrapped, dek);
-    return dek;
+    return this.set(owner, wrapped, dek);
   }
 
-  /** Caches a DEK this store just created and wrapped. */
-  set(owner: string, wrapped: Uint8Array, dek: Uint8Array): void {
+  /**
+   * Caches a DEK this store just created and wrapped, and returns the cached copy: the cache takes the key,
+   * zeroing `dek` once copied. Copies, because a small Buffer is often a view into an 8 KiB pool slab (or a
+   * larger read buffer) that a long-lived view keeps alive: ten thousand cached keys held that way pinned
+   * tens of MB.
+   */
+  set(owner: string, wrapped: Uint8Array, dek: Uint8Array): Uint8Array {
     if (!this.entries.has(owner) && this.entries.size >= maxDekCache) {
       const oldest = this.entries.keys().next();
       if (!oldest.done) this.evict(oldest.value);
     }
     this.evict(owner);
-    this.entries.set(owner, { wrapped: Buffer.from(wrapped), dek });
+    const entry = { wrapped: Uint8Array.from(wrapped), dek: Uint8Array.from(dek) };
+    dek.fill(0);
+    this.entries.set(owner, entry);
+    return entry.dek;
   }
 
   /** Forgets (and zeroes) the DEK of `owner`. */
@@ -176,7 +183,8 @@ export class BlindTermHasher {
     const key = `${resourceType}|${param}|${term.kind}|${term.value}`;
     let hit = this.cache.get(key);
     if (hit === undefined) {
-      hit = blindIndexTerm(this.mac, resourceType, param, term);
+      // A copy of its own: the MAC's output is a view into a larger buffer, which a cached view keeps alive.
+      hit = Uint8Array.from(blindIndexTerm(this.mac, resourceType, param, term));
       if (this.cache.size >= maxTermCache) this.cache.clear();
       this.cache.set(key, hit);
     }

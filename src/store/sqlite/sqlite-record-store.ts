@@ -360,8 +360,7 @@ export class SqliteRecordStore implements RecordStore {
     const dek = generateAesKey();
     const newWrapped = Buffer.from(wrapKey(this.kek(), dek));
     this.stmts.insertDek.run(owner, newWrapped, this.currentKekId);
-    this.dekCache.set(owner, newWrapped, dek);
-    return dek;
+    return this.dekCache.set(owner, newWrapped, dek);
   }
 
   /** Removes a version's terms from the index (it is superseded, dropped or erased). */
