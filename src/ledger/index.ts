@@ -64,6 +64,7 @@ export {
 } from './consent-policy.js';
 export type { BlockRecord, LedgerHead, LedgerStore } from './storage/ledger-store.js';
 export { SqliteLedgerStore, openSqliteLedgerStore } from './storage/sqlite/sqlite-ledger-store.js';
+export { OffLoopWal } from './storage/sqlite/off-loop-wal.js';
 export { WalCheckpointer } from './storage/sqlite/wal-checkpointer.js';
 export { WalFlush } from './storage/sqlite/wal-flush.js';
 export { entryBundle, formatTileIndex, parseTilePath, readTile, type TilePath } from './tiles.js';

@@ -7,7 +7,7 @@
  */
 import Database from 'better-sqlite3';
 import { HlError, type Clock } from '../../kernel/index.js';
-import { WalCheckpointer, WalFlush, type OrderedBatch } from '../../ledger/index.js';
+import { OffLoopWal, type OrderedBatch } from '../../ledger/index.js';
 import { decodeTxs, encodeTxs } from '../batch-codec.js';
 import type { Orderer, SubmitResult } from '../orderer.js';
 
@@ -40,8 +40,7 @@ export class LocalOrderer implements Orderer {
   private readonly readFrom: Database.Statement;
   private queue: Pending[] = [];
   private flushScheduled = false;
-  private readonly wal: WalFlush | null;
-  private readonly checkpointer: WalCheckpointer | null;
+  private readonly wal: OffLoopWal;
   /** The last height written, and the last one known to be on disk (what readers may see). */
   private last: number;
   private durable: number;
@@ -54,18 +53,7 @@ export class LocalOrderer implements Orderer {
   constructor(options: LocalOrdererOptions) {
     this.db = new Database(options.file);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.wal = this.db.memory ? null : new WalFlush(options.file);
-    // Should the worker fail, SQLite's own checkpoints take over again, so the WAL never grows without bound.
-    this.checkpointer = this.db.memory
-      ? null
-      : new WalCheckpointer({
-          file: options.file,
-          finish: () => this.db.open && !this.db.inTransaction && this.db.pragma('wal_checkpoint(PASSIVE)'),
-          onError: () => this.db.open && this.db.pragma('wal_autocheckpoint = 1000'),
-        });
-    if (this.checkpointer) this.db.pragma('wal_autocheckpoint = 0');
-    this.db.pragma('journal_size_limit = 67108864');
+    this.wal = new OffLoopWal(this.db);
     this.db.exec(
       'CREATE TABLE IF NOT EXISTS orderer_batch (height INTEGER PRIMARY KEY, time TEXT NOT NULL, proposer TEXT NOT NULL, payload BLOB NOT NULL)',
     );
@@ -79,8 +67,7 @@ export class LocalOrderer implements Orderer {
       | { height: number; time: string }
       | undefined;
     this.last = row?.height ?? -1;
-    // What a previous run wrote is durable: closing the database checkpointed it, and after a crash what
-    // SQLite recovers from the WAL is what reached it.
+    // What a previous run wrote is durable: opening (OffLoopWal) synced what it left in the WAL.
     this.durable = this.last;
     this.lastTimeMs = row ? Date.parse(row.time) : 0;
   }
@@ -130,11 +117,11 @@ export class LocalOrderer implements Orderer {
       this.last = height;
       this.lastTimeMs = timeMs;
       written.push({ group, height });
-      this.checkpointer?.wrote();
+      this.wal.wrote();
     }
     if (written.length === 0) return;
     try {
-      await this.wal?.flush();
+      await this.wal.flush();
     } catch (err) {
       // Written but perhaps not on disk, and a later fsync could succeed without the lost pages: nothing
       // written from now on is trusted. Every waiting submit is refused, and readers never see these
@@ -183,8 +170,7 @@ export class LocalOrderer implements Orderer {
     const waiters = this.waiters;
     this.waiters = [];
     for (const w of waiters) w();
-    this.checkpointer?.close();
-    this.wal?.close();
+    this.wal.close();
     this.db.close();
   }
 }

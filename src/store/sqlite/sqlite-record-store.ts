@@ -486,6 +486,16 @@ export class SqliteRecordStore implements RecordStore {
     }
   }
 
+  /**
+   * After an erasure or a rotation: purges the WAL of what was overwritten (true when it did) and makes the
+   * change durable.
+   */
+  private async purgeLog(): Promise<boolean> {
+    const purged = await this.checkpointLog();
+    await this.flush();
+    return purged;
+  }
+
   async writeVersions(versions: readonly VersionWrite[]): Promise<void> {
     validateWrites(versions);
     // A DEK created in a transaction that rolls back (here or in a caller's enclosing one) stays in the cache
@@ -562,9 +572,7 @@ export class SqliteRecordStore implements RecordStore {
     requireId(patient, 'patient');
     const versionsErased = this.tx.erasePatient(patient);
     this.dekCache.evict(patient);
-    const residuePurged = await this.checkpointLog();
-    await this.flush();
-    return { versionsErased, residuePurged };
+    return { versionsErased, residuePurged: await this.purgeLog() };
   }
 
   async eraseVersion(resourceType: string, id: string, versionId: string): Promise<ErasureReport> {
@@ -573,11 +581,9 @@ export class SqliteRecordStore implements RecordStore {
     requireId(versionId, 'versionId');
     const row = this.stmts.seqByVid.get(resourceType, id, versionId) as { seq: number; erased: number } | undefined;
     if (!row) throw new HlError('not-found', `${versionRef(resourceType, id, versionId)} not found`);
-    if (row.erased === 1) return { versionsErased: 0, residuePurged: await this.checkpointLog() };
+    if (row.erased === 1) return { versionsErased: 0, residuePurged: await this.purgeLog() };
     this.tx.eraseVersion(row.seq);
-    const residuePurged = await this.checkpointLog();
-    await this.flush();
-    return { versionsErased: 1, residuePurged };
+    return { versionsErased: 1, residuePurged: await this.purgeLog() };
   }
 
   async rotateKek(newKek: Uint8Array, options: RotationOptions = {}): Promise<RotationReport> {
@@ -592,9 +598,7 @@ export class SqliteRecordStore implements RecordStore {
     this.currentKekId = toKekId;
     // Cached DEKs are unchanged; their wrapped bytes are not, so drop the stale entries.
     this.dekCache.clear();
-    const residuePurged = await this.checkpointLog();
-    await this.flush();
-    return { dataKeysRewrapped, keysRewrapped: dataKeysRewrapped + 1, fromKekId, toKekId, residuePurged };
+    return { dataKeysRewrapped, keysRewrapped: dataKeysRewrapped + 1, fromKekId, toKekId, residuePurged: await this.purgeLog() };
   }
 
   async findByIndex(resourceType: string, param: string, kind: BlindIndexKind, value: string | readonly string[]): Promise<string[]> {

@@ -14,8 +14,7 @@ import Database from 'better-sqlite3';
 import { HlError } from '../../../kernel/index.js';
 import type { BlockHeader, StoredTx } from '../../block.js';
 import type { BlockRecord, LedgerHead, LedgerStore } from '../ledger-store.js';
-import { WalCheckpointer } from './wal-checkpointer.js';
-import { WalFlush } from './wal-flush.js';
+import { OffLoopWal } from './off-loop-wal.js';
 
 const schema = `
 CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,8 +80,7 @@ class HashArray {
 /** The SQLite `LedgerStore`. Open with `openSqliteLedgerStore(file)`; `:memory:` works for tests. */
 export class SqliteLedgerStore implements LedgerStore {
   readonly db: Database.Database;
-  private readonly wal: WalFlush | null;
-  private readonly checkpointer: WalCheckpointer | null;
+  private readonly wal: OffLoopWal;
   private readonly stmts;
   private upperLevels: HashArray[] = [];
   /** Made once: better-sqlite3 builds a wrapper per `transaction()` call, which costs more than the reads. */
@@ -91,20 +89,7 @@ export class SqliteLedgerStore implements LedgerStore {
   constructor(db: Database.Database) {
     this.db = db;
     db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = NORMAL');
-    this.wal = db.memory ? null : new WalFlush(db.name);
-    // Checkpoints run in a worker, not inside whichever commit crosses SQLite's threshold (see WalCheckpointer).
-    // Should the worker fail, SQLite's own checkpoints take over again, so the WAL never grows without bound.
-    this.checkpointer = db.memory
-      ? null
-      : new WalCheckpointer({
-          file: db.name,
-          finish: () => db.open && !db.inTransaction && db.pragma('wal_checkpoint(PASSIVE)'),
-          onError: () => db.open && db.pragma('wal_autocheckpoint = 1000'),
-        });
-    if (this.checkpointer) db.pragma('wal_autocheckpoint = 0');
-    // A WAL that grew during a burst is cut back to this when it starts over.
-    db.pragma('journal_size_limit = 67108864');
+    this.wal = new OffLoopWal(db);
     // The node's records share this file: a 64 MB page cache (not the default 2 MB) keeps the hot pages of
     // point reads (a version, its commitment leaf, index terms) in memory, bounded, unlike an mmap.
     db.pragma('cache_size = -65536');
@@ -176,7 +161,7 @@ export class SqliteLedgerStore implements LedgerStore {
       for (const n of b.nodes) this.stmts.insertNode.run(n.level, n.index, n.hash);
     });
     run.immediate(block);
-    this.checkpointer?.wrote();
+    this.wal.wrote();
     for (const n of block.nodes) {
       if (n.level < cachedFromLevel) continue;
       const level = (this.upperLevels[n.level - cachedFromLevel] ??= new HashArray());
@@ -251,7 +236,7 @@ export class SqliteLedgerStore implements LedgerStore {
 
   /** Resolves once every commit on this database so far survives a power loss (see the header). */
   flush(): Promise<void> {
-    return this.wal ? this.wal.flush() : Promise.resolve();
+    return this.wal.flush();
   }
 
   checkpointsDescending(limit: number): { treeSize: number; note: string }[] {
@@ -288,8 +273,7 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   close(): void {
-    this.checkpointer?.close();
-    this.wal?.close();
+    this.wal.close();
     if (this.db.open) this.db.close();
   }
 }
