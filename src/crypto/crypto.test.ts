@@ -1,4 +1,6 @@
 import { createHash, createHmac, generateKeyPairSync } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import canonicalizeOracle from 'canonicalize';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { HlError, fromHex, toHex, utf8 } from '../kernel/index.js';
@@ -188,6 +190,34 @@ describe('canonicalJson (RFC 8785 JCS)', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it("writes what the RFC author's implementation (the canonicalize package) writes, for any JSON and for Synthea resources", () => {
+    const oracle = canonicalizeOracle as unknown as (value: unknown) => string;
+    // Any UTF-16 code unit, lone surrogates included (JSON.parse accepts them; JSON.stringify escapes them).
+    const codeUnit = fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c));
+    for (const odd of ['\ud800', 'a\udc00b', '\udbff\udfff', '\u2028', '\u007f', 'x"y\\z']) {
+      expect(canonicalJson({ [odd]: odd })).toBe(oracle({ [odd]: odd }));
+    }
+    fc.assert(
+      fc.property(fc.jsonValue({ depthSize: 'medium' }), fc.string({ unit: codeUnit }), fc.string({ unit: 'grapheme-composite' }), (value, binary, text) => {
+        // Lone surrogates, controls and astral characters as keys and values, next to whatever jsonValue made.
+        const mixed = { [binary]: text, [text]: [binary, value], value };
+        expect(canonicalJson(mixed)).toBe(oracle(mixed));
+        expect(canonicalJson(value)).toBe(oracle(value));
+      }),
+      { numRuns: 500 },
+    );
+    const dir = new URL('../../test/vectors/synthea/', import.meta.url);
+    let resources = 0;
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
+      const bundle = JSON.parse(readFileSync(new URL(file, dir), 'utf8')) as { entry?: { resource: unknown }[] };
+      for (const e of bundle.entry ?? []) {
+        expect(canonicalJson(e.resource)).toBe(oracle(e.resource));
+        resources++;
+      }
+    }
+    expect(resources).toBeGreaterThan(1000);
   });
 
   it('has no insignificant whitespace', () => {
