@@ -35,6 +35,7 @@ import {
   signApproval,
   signPatientLink,
   signTx,
+  signTxAsync,
   type Approval,
   type AuditReport,
   type LedgerStore,
@@ -451,6 +452,16 @@ export class HealthledgerNode {
     return tx;
   }
 
+  /** `signOwn` with the signature made off the event loop. */
+  private async signOwnAsync(type: string, body: RecordCommitBody | Record<string, unknown>): Promise<ParsedTx> {
+    const tx = await signTxAsync(
+      { type, body: body as unknown as Record<string, unknown>, signer: { kind: 'org', id: this.config.orgId, keyId: this.keyPair.keyId } },
+      this.keyPair.privateKey,
+    );
+    this.ledger.trustOwnSignature(tx);
+    return tx;
+  }
+
   /**
    * Break-glass notification (DESIGN.md §6): POSTs the AuditEvent to every active rest-hook Subscription
    * whose criteria are `AuditEvent?patient=Patient/{id}` for this patient (FHIR R4 subscription.html), with
@@ -487,8 +498,8 @@ export class HealthledgerNode {
   /** Signs and orders this organization's record, access and break-glass txs. */
   private committer(): RecordCommitter {
     return {
-      sign: (bodies) => bodies.map((b) => this.signOwn(TxType.recordCommit, b)),
-      signAs: (type, bodies) => bodies.map((b) => this.signOwn(type, b)),
+      sign: (bodies) => Promise.all(bodies.map((b) => this.signOwnAsync(TxType.recordCommit, b))),
+      signAs: (type, bodies) => Promise.all(bodies.map((b) => this.signOwnAsync(type, b))),
       submit: (txs) => this.submitParsed(txs),
     };
   }

@@ -114,6 +114,12 @@ export function signEd25519(privateKey: KeyObject, message: Uint8Array): Uint8Ar
   return sign(null, message, requireEd25519(privateKey, 'private'));
 }
 
+/** `signEd25519` on libuv's thread pool, so the event loop goes on meanwhile. */
+export function signEd25519Async(privateKey: KeyObject, message: Uint8Array): Promise<Uint8Array> {
+  const key = requireEd25519(privateKey, 'private');
+  return new Promise((resolve, reject) => sign(null, message, key, (err, signature) => (err ? reject(err) : resolve(signature))));
+}
+
 /** True when `signature` is a valid Ed25519 signature of `message` under `publicKey`. */
 export function verifyEd25519(publicKey: KeyObject, message: Uint8Array, signature: Uint8Array): boolean {
   if (signature.length !== 64) return false;

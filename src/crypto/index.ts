@@ -15,6 +15,7 @@ export {
   importEd25519PublicKey,
   rawPublicKey,
   signEd25519,
+  signEd25519Async,
   verifyEd25519,
   type Ed25519KeyPair,
   type Ed25519PrivateJwk,

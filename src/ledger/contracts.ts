@@ -221,6 +221,10 @@ export class VerifiedSignatures {
     }
     this.seen.add(key);
   }
+
+  delete(key: string): void {
+    this.seen.delete(key);
+  }
 }
 
 /** What a rule works with: the state, the tx's position, the issue list and the signature memo. */

@@ -91,6 +91,14 @@ export function applyTxAt(
   return { height: ctx.height, position: ctx.position, txId: tx.id, valid: true, leafIndex, error: null, bytes: tx.bytes };
 }
 
+/** Own txs remembered before apply at most (a tx refused before ordering is never applied). */
+const maxOwnTxs = 4096;
+
+/** A map key naming exactly these bytes (one char per byte). */
+function bytesKey(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+}
+
 /** One node's view of the ledger. Create with `Ledger.open`. */
 export class Ledger {
   readonly store: LedgerStore;
@@ -102,6 +110,12 @@ export class Ledger {
   private headHeight: number;
   private broken: Error | null = null;
   private readonly signatures = new VerifiedSignatures();
+  /**
+   * Txs this node signed itself and has not applied yet, by their exact bytes. Parsing is a function of the
+   * bytes alone, so admission and apply take the parse from here instead of repeating it (JSON, RFC 8785
+   * and SHA-256 twice per tx); the entry goes once the tx is applied.
+   */
+  private readonly ownTxs = new Map<string, ParsedTx>();
   /** The latest checkpoint a majority of the members signed. */
   private final: { treeSize: number; note: string } | null = null;
   /** Notes whose member signatures verified, by note text and membership (gossip sends the same notes often). */
@@ -168,8 +182,9 @@ export class Ledger {
     if (Number.isNaN(blockTimeMs)) throw new HlError('invalid', `batch ${batch.height} has no valid time`);
     const firstIndex = this.frontier.size;
     const nodes: ReturnType<MerkleFrontier['append']> = [];
-    const txs = batch.txs.map((bytes, position) =>
-      applyTxAt(
+    const txs = batch.txs.map((bytes, position) => {
+      const own = this.takeOwn(bytes);
+      const stored = applyTxAt(
         bytes,
         { height: batch.height, position, blockTimeMs },
         this.state,
@@ -177,8 +192,12 @@ export class Ledger {
         nodeHasher,
         (n) => nodes.push(...n),
         this.signatures,
-      ),
-    );
+        own,
+      );
+      // Applied: its signature is on the ledger now and a replay of the same tx is refused by id.
+      if (own !== undefined) this.signatures.delete(signatureMemoKey(own, this.signer.keyPair.keyId));
+      return stored;
+    });
     const header: BlockHeader = {
       height: batch.height,
       prevHash: this.headHash,
@@ -380,12 +399,29 @@ export class Ledger {
    * apply need not verify it again (it is valid by construction; the audit still re-verifies everything).
    */
   trustOwnSignature(tx: ParsedTx): void {
-    if (tx.envelope.signer.keyId === this.signer.keyPair.keyId) this.signatures.add(signatureMemoKey(tx, this.signer.keyPair.keyId));
+    if (tx.envelope.signer.keyId !== this.signer.keyPair.keyId) return;
+    this.signatures.add(signatureMemoKey(tx, this.signer.keyPair.keyId));
+    if (this.ownTxs.size >= maxOwnTxs) this.ownTxs.delete(this.ownTxs.keys().next().value!);
+    this.ownTxs.set(bytesKey(tx.bytes), tx);
+  }
+
+  /** The parse of `bytes` if this node signed them and has not applied them yet (and forgets it). */
+  private takeOwn(bytes: Uint8Array): ParsedTx | undefined {
+    if (this.ownTxs.size === 0) return undefined;
+    const key = bytesKey(bytes);
+    const own = this.ownTxs.get(key);
+    if (own !== undefined) this.ownTxs.delete(key);
+    return own;
+  }
+
+  /** `parseTx(bytes)`, taken from the txs this node signed when it is one of them. */
+  private parse(bytes: Uint8Array): ParsedTx {
+    return (this.ownTxs.size > 0 ? this.ownTxs.get(bytesKey(bytes)) : undefined) ?? parseTx(bytes);
   }
 
   /** Validates tx bytes against the current state without ordering them (admission check at submit). */
   precheck(bytes: Uint8Array): ParsedTx {
-    return this.admit(parseTx(bytes));
+    return this.admit(this.parse(bytes));
   }
 
   /**
@@ -395,7 +431,7 @@ export class Ledger {
   async precheckAll(txs: readonly Uint8Array[], pool?: Ed25519VerifierPool): Promise<ParsedTx[]> {
     const parsed = txs.map((bytes, i) => {
       try {
-        return parseTx(bytes);
+        return this.parse(bytes);
       } catch (err) {
         throw txs.length > 1 && err instanceof HlError ? new HlError(err.code, `tx ${i}: ${err.message}`, { issues: err.issues }) : err;
       }

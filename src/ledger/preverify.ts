@@ -20,7 +20,7 @@ export async function preverifySignatures(
   const keys: string[] = [];
   for (const tx of txs) {
     const claimed = claimedSignerKey(tx, state, extraKeys);
-    if (!claimed) continue;
+    if (!claimed || memo.has(signatureMemoKey(tx, claimed.keyId))) continue;
     checks.push({ publicKey: claimed.publicKey, message: tx.signedBytes, signature: signatureOf(tx.envelope) });
     keys.push(signatureMemoKey(tx, claimed.keyId));
   }

@@ -5,7 +5,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { HlError, fromBase64Url, fromUtf8, newNonce, toBase64Url, toHex, utcTimestampMs, type Issue } from '../kernel/index.js';
-import { canonicalBytes, canonicalJson, sha256, signEd25519 } from '../crypto/index.js';
+import { canonicalBytes, canonicalJson, sha256, signEd25519, signEd25519Async } from '../crypto/index.js';
 
 /** Largest accepted tx, in bytes of its canonical form. */
 export const maxTxBytes = 64 * 1024;
@@ -63,11 +63,17 @@ function unsignedOf(envelope: TxEnvelope): Omit<TxEnvelope, 'sig'> {
   return rest;
 }
 
-/** Signs a new tx. `time` defaults to now and `nonce` to 128 random bits. */
-export function signTx(
-  input: { type: string; body: Record<string, unknown>; signer: TxSigner; time?: string; nonce?: string },
-  privateKey: KeyObject,
-): ParsedTx {
+/** What `signTx` and `signTxAsync` take. */
+export interface TxInput {
+  type: string;
+  body: Record<string, unknown>;
+  signer: TxSigner;
+  time?: string;
+  nonce?: string;
+}
+
+/** The canonical bytes a new tx's signature covers, with the envelope they come from. */
+function toSign(input: TxInput): { unsigned: Omit<TxEnvelope, 'sig'>; signedBytes: Uint8Array } {
   const unsigned = {
     v: 1 as const,
     type: input.type,
@@ -76,9 +82,24 @@ export function signTx(
     time: input.time ?? new Date().toISOString(),
     nonce: input.nonce ?? newNonce(),
   };
-  const signedBytes = canonicalBytes(unsigned);
-  const envelope: TxEnvelope = { ...unsigned, sig: toBase64Url(signEd25519(privateKey, signedBytes)) };
+  return { unsigned, signedBytes: canonicalBytes(unsigned) };
+}
+
+function signed(unsigned: Omit<TxEnvelope, 'sig'>, signedBytes: Uint8Array, signature: Uint8Array): ParsedTx {
+  const envelope: TxEnvelope = { ...unsigned, sig: toBase64Url(signature) };
   return { envelope, bytes: canonicalBytes(envelope), signedBytes, id: toHex(sha256(signedBytes)) };
+}
+
+/** Signs a new tx. `time` defaults to now and `nonce` to 128 random bits. */
+export function signTx(input: TxInput, privateKey: KeyObject): ParsedTx {
+  const { unsigned, signedBytes } = toSign(input);
+  return signed(unsigned, signedBytes, signEd25519(privateKey, signedBytes));
+}
+
+/** `signTx` with the Ed25519 signature made on libuv's thread pool, off the event loop. */
+export async function signTxAsync(input: TxInput, privateKey: KeyObject): Promise<ParsedTx> {
+  const { unsigned, signedBytes } = toSign(input);
+  return signed(unsigned, signedBytes, await signEd25519Async(privateKey, signedBytes));
 }
 
 /** Structural checks of an envelope; collects every issue. */

@@ -382,7 +382,7 @@ export class GuardedRepository {
         },
       });
     }
-    const txs = this.deps.committer.signAs('emergency.access', opened.map((o) => o.body));
+    const txs = await this.deps.committer.signAs('emergency.access', opened.map((o) => o.body));
     const receipts = await this.deps.committer.submit(txs);
     const rejected = receipts.find((r) => !r.valid);
     if (rejected) throw new HlError('exception', `the ledger rejected a break-glass access: ${rejected.error ?? 'unknown'}`);

@@ -60,10 +60,10 @@ export function commitmentsOf(body: RecordCommitBody): VersionCommitment[] {
 
 /** Signs and orders `record.commit` txs for this node (supplied by the composition root). */
 export interface RecordCommitter {
-  /** Signs one tx per body; the tx ids are known before anything is stored. */
-  sign(bodies: readonly RecordCommitBody[]): ParsedTx[];
-  /** Signs other txs of this organization (`access.log`, `emergency.access`), one per body. */
-  signAs(type: string, bodies: readonly Record<string, unknown>[]): ParsedTx[];
+  /** Signs one tx per body (off the event loop); the tx ids are known before anything is stored. */
+  sign(bodies: readonly RecordCommitBody[]): Promise<ParsedTx[]>;
+  /** Signs other txs of this organization (`access.log`, `emergency.access`, `record.erase`), one per body. */
+  signAs(type: string, bodies: readonly Record<string, unknown>[]): Promise<ParsedTx[]>;
   /** Orders and applies them; resolves with receipts once durable and applied. */
   submit(txs: readonly ParsedTx[]): Promise<TxReceipt[]>;
 }
@@ -368,9 +368,8 @@ export class LedgeredRepository {
 
   private async commitGroup(prepared: PreparedVersion[], access: AccessEntry[] = []): Promise<ServedVersion[]> {
     const { bodies, txOf } = this.commitBodies(prepared);
-    const txs = this.deps.committer.sign(bodies);
     // The group's access entries ride in the same ordered batch, in txs after the record commitments.
-    const accessTxs = this.deps.committer.signAs('access.log', accessLogBodies(access));
+    const [txs, accessTxs] = await Promise.all([this.deps.committer.sign(bodies), this.deps.committer.signAs('access.log', accessLogBodies(access))]);
     const allTxs = [...txs, ...accessTxs];
     await this.deps.store.writeVersions(
       prepared.map((p, i) => ({
@@ -514,7 +513,7 @@ export class LedgeredRepository {
     const patient = await this.deps.store.readVersion('Patient', patientId);
     if (patient.patient !== patientId) throw new HlError('invalid', `Patient/${patientId} is not a patient compartment`);
     const report = await this.deps.store.erasePatient(patientId);
-    const [tx] = this.deps.committer.signAs('record.erase', [{ patient: this.deps.pseudonymOf(patientId), versionsErased: report.versionsErased, at: this.nowInstant() }]);
+    const [tx] = await this.deps.committer.signAs('record.erase', [{ patient: this.deps.pseudonymOf(patientId), versionsErased: report.versionsErased, at: this.nowInstant() }]);
     const [receipt] = await this.deps.committer.submit([tx!]);
     if (!receipt!.valid || receipt!.leafIndex === null) throw new HlError('exception', `the ledger rejected the erasure receipt: ${receipt!.error ?? 'unknown'}`);
     const latest = this.deps.ledger.finalCheckpoint();
