@@ -189,19 +189,34 @@ describe('WalCheckpointer', () => {
     expect(new Database(file, { readonly: true }).prepare('SELECT count(*) FROM t').pluck().get()).toBe(101);
   });
 
-  it('finishes on the writer connection when the worker reports a WAL longer than finishFrames', async () => {
+  it('finishes on the writer connection only when the worker leaves frames of a WAL longer than finishFrames', async () => {
     const { db, file } = database('e.db');
     const finish = vi.fn(() => db.pragma('wal_checkpoint(PASSIVE)'));
-    const checkpointer = new WalCheckpointer({ file, checkEvery: 50, finishFrames: 20, finish });
+    const checkpointer = new WalCheckpointer({ file, checkEvery: 25, finishFrames: 20, finish });
     open.push(checkpointer);
     const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
-    for (let i = 0; i < 50; i++) {
-      insert.run(Buffer.alloc(4000, i));
-      checkpointer.wrote();
-    }
+    const write = (n: number) => {
+      for (let i = 0; i < n; i++) {
+        insert.run(Buffer.alloc(4000, i));
+        checkpointer.wrote();
+      }
+    };
+    // Nothing written while the worker runs: it copies the whole (long) WAL, and the event loop does nothing.
+    write(25);
     await checkpointer.settled();
     expect(checkpointer.lastReport!.log).toBeGreaterThan(20);
+    expect(checkpointer.lastReport!.checkpointed).toBe(checkpointer.lastReport!.log);
+    expect(finish).not.toHaveBeenCalled();
+    // A reader holding an older snapshot keeps the frames after it from being copied, whatever the passes.
+    const reader = new Database(file, { readonly: true });
+    reader.exec('BEGIN');
+    reader.prepare('SELECT count(*) FROM t').get();
+    write(25);
+    await checkpointer.settled();
+    expect(checkpointer.lastReport!.checkpointed).toBeLessThan(checkpointer.lastReport!.log);
     expect(finish).toHaveBeenCalledTimes(1);
+    reader.exec('COMMIT');
+    reader.close();
   });
 
   it('reports a checkpoint that fails instead of throwing into the writer', async () => {

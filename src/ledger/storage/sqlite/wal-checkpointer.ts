@@ -7,10 +7,13 @@
  * and writers, and copies what was written since the last one.
  *
  * The WAL starts over (the writer rewinds it) only when a write begins after a checkpoint copied all of it.
- * Under a steady stream of writes a concurrent checkpoint rarely ends in such a gap, so when the worker
- * reports a WAL longer than `finishFrames`, `finish` (a PASSIVE checkpoint on the writer's own connection,
- * which no write can overtake) copies the little that is left. No mode that waits for writers (FULL,
- * RESTART) runs in the worker: the writer is the event loop, and it would wait synchronously for it.
+ * Under a steady stream of writes a concurrent checkpoint rarely ends in such a gap, so the worker runs up
+ * to `passes` checkpoints in a row, each copying what was appended during the one before, until one copies
+ * everything. Only when the WAL is still longer than `finishFrames` with frames left over does `finish` (a
+ * PASSIVE checkpoint on the writer's own connection, which no write can overtake) copy the rest: that one
+ * runs on the event loop with its fsync of the database file (20–40 ms here), so it is the last resort. No
+ * mode that waits for writers (FULL, RESTART) runs in the worker: the writer is the event loop, and it would
+ * wait synchronously for it.
  */
 import { Worker } from 'node:worker_threads';
 
@@ -27,7 +30,12 @@ parentPort.on('message', (m) => {
     return;
   }
   try {
-    const [r] = db.pragma('wal_checkpoint(PASSIVE)');
+    // Each pass copies what the writer appended during the one before, so a few end with all of it copied.
+    let r;
+    for (let pass = 0; pass < workerData.passes; pass++) {
+      [r] = db.pragma('wal_checkpoint(PASSIVE)');
+      if (r.busy || r.checkpointed >= r.log) break;
+    }
     parentPort.postMessage({ error: null, busy: r.busy, log: r.log, checkpointed: r.checkpointed });
   } catch (err) {
     parentPort.postMessage({ error: String(err && err.message) });
@@ -48,6 +56,7 @@ export class WalCheckpointer {
   private readonly onError: (message: string) => void;
   private readonly checkEvery: number;
   private readonly finishFrames: number;
+  private readonly passes: number;
   private worker: Worker | null = null;
   private running = false;
   private writes = 0;
@@ -63,14 +72,17 @@ export class WalCheckpointer {
     onError?: (message: string) => void;
     /** Writes (commits) between two checkpoints. */
     checkEvery?: number;
-    /** A WAL longer than this many frames (4 KiB pages) after the worker's checkpoint is finished on the writer's connection. */
+    /** A WAL longer than this many frames (4 KiB pages) with frames the worker could not copy is finished on the writer's connection. */
     finishFrames?: number;
+    /** Checkpoints the worker runs in a row, at most, to copy what was written meanwhile. */
+    passes?: number;
   }) {
     this.file = options.file;
     this.finish = options.finish;
     this.onError = options.onError ?? (() => undefined);
     this.checkEvery = options.checkEvery ?? 32;
     this.finishFrames = options.finishFrames ?? 4096;
+    this.passes = options.passes ?? 8;
   }
 
   /** Called after a commit: every `checkEvery` of them, starts a checkpoint in the worker (unless one runs). */
@@ -96,13 +108,13 @@ export class WalCheckpointer {
 
   private workerNow(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(workerSource, { eval: true, workerData: { from: import.meta.url, file: this.file } });
+    const worker = new Worker(workerSource, { eval: true, workerData: { from: import.meta.url, file: this.file, passes: this.passes } });
     worker.unref();
     worker.on('message', (m: { error: string | null } & Partial<CheckpointReport>) => {
       if (m.error !== null) this.onError(m.error);
       else {
         this.lastReport = { busy: m.busy!, log: m.log!, checkpointed: m.checkpointed! };
-        if (!this.closed && m.log! > this.finishFrames) this.finish();
+        if (!this.closed && m.log! > this.finishFrames && m.checkpointed! < m.log!) this.finish();
       }
       this.done();
     });
