@@ -41,6 +41,7 @@ import {
   type LedgerStore,
   type SqliteLedgerStore,
   type TxEnvelope,
+  type TxInput,
   type TxReceipt,
 } from './ledger/index.js';
 import { EtcdOrderer, LocalOrderer, type EtcdOrdererOptions, type Orderer } from './ordering/index.js';
@@ -442,22 +443,21 @@ export class HealthledgerNode {
     });
   }
 
+  /** A tx of `type` with `body` to be signed by this organization. */
+  private orgTx(type: string, body: RecordCommitBody | Record<string, unknown>): TxInput {
+    return { type, body: body as unknown as Record<string, unknown>, signer: { kind: 'org', id: this.config.orgId, keyId: this.keyPair.keyId } };
+  }
+
   /** Signs a tx as this organization, telling the ledger the signature is its own (no re-verification). */
   private signOwn(type: string, body: RecordCommitBody | Record<string, unknown>): ParsedTx {
-    const tx = signTx(
-      { type, body: body as unknown as Record<string, unknown>, signer: { kind: 'org', id: this.config.orgId, keyId: this.keyPair.keyId } },
-      this.keyPair.privateKey,
-    );
+    const tx = signTx(this.orgTx(type, body), this.keyPair.privateKey);
     this.ledger.trustOwnSignature(tx);
     return tx;
   }
 
   /** `signOwn` with the signature made off the event loop. */
   private async signOwnAsync(type: string, body: RecordCommitBody | Record<string, unknown>): Promise<ParsedTx> {
-    const tx = await signTxAsync(
-      { type, body: body as unknown as Record<string, unknown>, signer: { kind: 'org', id: this.config.orgId, keyId: this.keyPair.keyId } },
-      this.keyPair.privateKey,
-    );
+    const tx = await signTxAsync(this.orgTx(type, body), this.keyPair.privateKey);
     this.ledger.trustOwnSignature(tx);
     return tx;
   }
@@ -561,8 +561,7 @@ export class HealthledgerNode {
 
   /** Signs a tx as this organization. */
   signAsOrg(type: string, body: Record<string, unknown>): TxEnvelope {
-    return signTx({ type, body, signer: { kind: 'org', id: this.config.orgId, keyId: this.keyPair.keyId } }, this.keyPair.privateKey)
-      .envelope;
+    return signTx(this.orgTx(type, body), this.keyPair.privateKey).envelope;
   }
 
   async close(): Promise<void> {

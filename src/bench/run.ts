@@ -373,6 +373,13 @@ interface NodeProcess {
   stop(): Promise<void>;
 }
 
+/** A new node of `org` in `dataDir`, serving in its own process, with the request headers of an admin token for it. */
+async function newNodeProcess(dataDir: string, org: string): Promise<{ running: NodeProcess; auth: Record<string, string> }> {
+  await initNode({ org, dataDir });
+  const running = await startNodeProcess(dataDir);
+  return { running, auth: { authorization: `Bearer ${await issueAdminToken({ dataDir })}`, 'content-type': 'application/fhir+json' } };
+}
+
 async function startNodeProcess(dataDir: string): Promise<NodeProcess> {
   const cli = fileURLToPath(new URL('../../bin/healthledger.js', import.meta.url));
   const child = spawn(process.execPath, [cli, 'start', '--data', dataDir, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -399,10 +406,8 @@ async function startNodeProcess(dataDir: string): Promise<NodeProcess> {
 /** FHIR over real HTTP on 127.0.0.1 to a node in its own process: transaction ingest, creates, reads, searches. */
 async function benchFhir(dir: string, patients: number, rows: Row[]): Promise<void> {
   const dataDir = join(dir, 'fhir-node');
-  await initNode({ org: 'Bench Clinic', dataDir });
-  const running = await startNodeProcess(dataDir);
+  const { running, auth } = await newNodeProcess(dataDir, 'Bench Clinic');
   try {
-    const auth = { authorization: `Bearer ${await issueAdminToken({ dataDir })}`, 'content-type': 'application/fhir+json' };
     const bundles = Array.from({ length: patients }, (_, i) => JSON.stringify(generatePatientBundle(2026, i + 1)));
     const resources = bundles.reduce((n, b) => n + (JSON.parse(b) as { entry: unknown[] }).entry.length, 0);
     note(`ingesting ${fmt(patients)} synthetic patients (${fmt(resources)} resources) as transaction bundles, 2 in flight`);
@@ -676,10 +681,8 @@ async function benchEtcdNetwork(dir: string, txCount: number, revocations: numbe
  */
 async function benchIngestMemory(dir: string, target: number, rows: Row[]): Promise<void> {
   const dataDir = join(dir, 'memory-node');
-  await initNode({ org: 'Bench Memory Clinic', dataDir });
-  const running = await startNodeProcess(dataDir);
+  const { running, auth } = await newNodeProcess(dataDir, 'Bench Memory Clinic');
   try {
-    const auth = { authorization: `Bearer ${await issueAdminToken({ dataDir })}`, 'content-type': 'application/fhir+json' };
     const http = benchClient(running.url, 2);
     note(`ingesting synthetic patients until ${fmt(target)} resources, 2 bundles in flight; peak RSS of the node process`);
     let resources = 0;

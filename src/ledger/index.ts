@@ -68,4 +68,4 @@ export { OffLoopWal } from './storage/sqlite/off-loop-wal.js';
 export { WalCheckpointer } from './storage/sqlite/wal-checkpointer.js';
 export { WalFlush } from './storage/sqlite/wal-flush.js';
 export { entryBundle, formatTileIndex, parseTilePath, readTile, type TilePath } from './tiles.js';
-export { TxType, maxTxBytes, parseTx, signTx, signTxAsync, type ParsedTx, type TxEnvelope, type TxSigner } from './tx.js';
+export { TxType, maxTxBytes, parseTx, signTx, signTxAsync, type ParsedTx, type TxEnvelope, type TxInput, type TxSigner } from './tx.js';

@@ -20,9 +20,11 @@ export async function preverifySignatures(
   const keys: string[] = [];
   for (const tx of txs) {
     const claimed = claimedSignerKey(tx, state, extraKeys);
-    if (!claimed || memo.has(signatureMemoKey(tx, claimed.keyId))) continue;
+    if (!claimed) continue;
+    const key = signatureMemoKey(tx, claimed.keyId);
+    if (memo.has(key)) continue;
     checks.push({ publicKey: claimed.publicKey, message: tx.signedBytes, signature: signatureOf(tx.envelope) });
-    keys.push(signatureMemoKey(tx, claimed.keyId));
+    keys.push(key);
   }
   if (checks.length === 0) return;
   const ok = await pool.verifyAll(checks);
